@@ -70,11 +70,22 @@ def render(rows: list[Row]) -> str:
         met = {None: "", True: "yes", False: "NO"}[row.met]
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
         body.append(
-            [row.bench, row.metric, _fmt(row.ours), row.unit, _fmt(row.peer),
-             row.peer_name or "-", ratio, target, met]
+            [
+                row.bench,
+                row.metric,
+                _fmt(row.ours),
+                row.unit,
+                _fmt(row.peer),
+                row.peer_name or "-",
+                ratio,
+                target,
+                met,
+            ]
         )
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"* {row.bench}/{row.metric}: {row.note}" for row in rows if row.note]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join([*lines, *(["", *notes] if notes else [])])

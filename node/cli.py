@@ -2,17 +2,109 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
-
 from hashfed.node.cli_hash import hash_command
+from hashfed.node.cli_log import log_group, publish_command, retract_command
+from hashfed.node.config import ROLES, default_origin
+from hashfed.node.errors import NodeError
+from hashfed.node.home import init_node, open_node
+from hashfed.node.output import emit, output_options
+from hashfed.protocol.errors import ProtocolError
+from hashfed.signing.errors import SigningError
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEFAULT_HOME = "hashfed-node"
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class _Group(click.Group):
+    """A group that turns hashfed's own errors into one-line messages, not tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (NodeError, ProtocolError, SigningError, OSError) as exc:
+            if isinstance(exc, OSError) and not exc.filename:
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "-d",
+    "--dir",
+    "home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_HOME,
+    show_default=True,
+    envvar="HASHFED_DIR",
+    help="The node directory (or set HASHFED_DIR).",
+)
 @click.version_option(package_name="hashfed")
-def main() -> None:
-    """hashfed: a federated node for sharing banks of NCII hashes over signed logs."""
+@click.pass_context
+def main(ctx: click.Context, home: Path) -> None:
+    """hashfed: a federated node for sharing banks of NCII hashes over signed logs.
+
+    \b
+    Start a node and publish to its log:
+        hashfed init --origin stopncii.example/bank --role publisher
+        hashfed hash ~/photos --csv | hashfed publish -
+        hashfed log verify
+    """
+    ctx.obj = home
+
+
+@main.command("init")
+@click.option("--origin", help="The log's origin (and key name). Default: HOST/hashfed.")
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    default="partner",
+    show_default=True,
+    help="publisher: runs the trusted bank; partner: a platform that follows it.",
+)
+@click.pass_obj
+def init_command(home: Path, origin: str | None, role: str) -> None:
+    """Create a node directory with a new log-signing key and an empty signed log.
+
+    \b
+    Example:
+        hashfed --dir /srv/hashfed init --origin stopncii.example/bank --role publisher
+    """
+    node = init_node(home, origin or default_origin(), role)
+    with node:
+        click.echo(f"created {role} node {node.config.origin} in {home}")
+        click.echo(f"log verifier key: {node.signer.vkey()}")
+        click.echo(f"the signing key is in {node.config.log_key} (mode 0600); back it up")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Show this node's keys."""
+
+
+@keys_group.command("show")
+@output_options
+@click.pass_obj
+def keys_show(home: Path, fmt: str) -> None:
+    """Print the node's public verifier key(s), which partners add with 'trust add'.
+
+    \b
+    Example:
+        hashfed keys show --json
+    """
+    with open_node(home) as node:
+        rows = [{"key": "log", "vkey": node.signer.vkey(), "file": str(node.config.log_key)}]
+    if fmt == "table":
+        for row in rows:
+            click.echo(f"{row['key']}: {row['vkey']}")
+        return
+    emit(rows, fmt, ["key", "vkey", "file"])
 
 
 main.add_command(hash_command)
+main.add_command(publish_command)
+main.add_command(retract_command)
+main.add_command(log_group)

@@ -24,9 +24,7 @@ def output_options(fn: F) -> F:
         "--csv", "fmt", flag_value="csv", help="Print rows as CSV with a header line."
     )(fn)
     fn = click.option("--json", "fmt", flag_value="json", help="Print JSON for scripts.")(fn)
-    fn = click.option(
-        "--table", "fmt", flag_value="table", default=True, hidden=True
-    )(fn)
+    fn = click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(fn)
     return fn
 
 
@@ -60,8 +58,9 @@ def emit(
     if fmt == "json":
         click.echo(json.dumps(rows if document is None else document, indent=2, default=str))
     elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow({c: _cell(row.get(c)) for c in columns})

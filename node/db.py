@@ -1,0 +1,148 @@
+"""The node's SQLite database: schema, migrations and transactions.
+
+One file holds every log the node knows (its own and, later, the logs it mirrors)
+and the bank derived from them. Logs are told apart by ``log_id``; the same
+tables hold an own log and a mirrored one.
+
+    logs         one row per origin: its verifier key, size, root, latest checkpoint
+    checkpoints  every checkpoint the node signed or accepted, by (log, size)
+    bundles      tlog-tiles entry bundles, one blob per bundle (the latest width)
+    tiles        tlog-tiles hash tiles, one blob per tile (the latest width)
+    bank         one row per hash addition: kind, hash, quality, labels, status
+    feedback     one row per feedback record
+    flags        entries that are signed and included but failed a record check
+
+Entry bundles and tiles are stored as blobs, not a row per entry: a partial
+tile or bundle of any smaller width is a prefix of the stored one.
+
+The database runs in WAL mode with synchronous=FULL, so a transaction that
+committed survives a crash or power loss, and one that did not leaves no trace.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+from hashfed.node.errors import DatabaseError
+
+SCHEMA_VERSION = 1
+
+
+_SCHEMA_1 = """
+        CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            origin TEXT NOT NULL UNIQUE,
+            vkey TEXT NOT NULL,
+            own INTEGER NOT NULL DEFAULT 0,
+            size INTEGER NOT NULL DEFAULT 0,
+            root BLOB NOT NULL,
+            checkpoint TEXT
+        );
+        CREATE TABLE checkpoints (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            size INTEGER NOT NULL,
+            root BLOB NOT NULL,
+            note TEXT NOT NULL,
+            stored INTEGER NOT NULL,
+            PRIMARY KEY (log_id, size)
+        );
+        CREATE TABLE bundles (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            idx INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        );
+        CREATE TABLE tiles (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            level INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (log_id, level, idx)
+        );
+        CREATE TABLE bank (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            idx INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            hash BLOB,
+            quality INTEGER,
+            labels TEXT NOT NULL,
+            added INTEGER NOT NULL,
+            salt BLOB,
+            status TEXT NOT NULL DEFAULT 'active',
+            retracted_at INTEGER,
+            retract_reason TEXT,
+            retracted_by INTEGER,
+            PRIMARY KEY (log_id, idx)
+        ) WITHOUT ROWID;
+        CREATE TABLE feedback (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            idx INTEGER NOT NULL,
+            target_origin TEXT NOT NULL,
+            target_idx INTEGER NOT NULL,
+            verdict TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        ) WITHOUT ROWID;
+        CREATE INDEX feedback_target ON feedback (target_origin, target_idx);
+        CREATE TABLE flags (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            idx INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        ) WITHOUT ROWID;
+        """
+
+# MIGRATIONS[n] is the SQL that takes a database at schema version n to n + 1.
+# Each runs in one transaction together with the user_version bump.
+MIGRATIONS: list[str] = [_SCHEMA_1]
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def open_database(path: Path | str) -> sqlite_utils.Database:
+    """Opens (creating or migrating as needed) the node database at path."""
+    path = Path(path)
+    if not path.exists():
+        # Bank data is private: create the file (and so its WAL files) 0600.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    version = _schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database {path} has schema version {version}, newer than this hashfed "
+            f"({SCHEMA_VERSION}); upgrade hashfed"
+        )
+    while version < SCHEMA_VERSION:
+        # executescript commits before it runs, so the transaction is in the script.
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version={version + 1};\nCOMMIT;"
+        )
+        version += 1
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """Runs the block in one write transaction: all of it commits, or none of it."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,90 @@
+"""Creating and opening a node directory (see config.py for its layout)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+from hashfed.node import logstore
+from hashfed.node.config import NodeConfig, load_config, write_config
+from hashfed.node.db import open_database, transaction
+from hashfed.node.errors import NodeError
+from hashfed.node.ownlog import Clock, OwnLog, system_clock, write_signed_head
+from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
+from hashfed.protocol.merkle import EMPTY_ROOT
+from hashfed.protocol.records import check_origin
+from hashfed.protocol.validation import Policy
+from hashfed.signing.keys import (
+    Ed25519Signer,
+    generate_key,
+    parse_signer,
+    read_key_file,
+    write_key_file,
+)
+
+
+@dataclass
+class Node:
+    """An open node: its configuration, database and log-signing key."""
+
+    config: NodeConfig
+    db: sqlite_utils.Database
+    signer: Ed25519Signer
+
+    def own_log(self, clock: Clock = system_clock) -> OwnLog:
+        """Returns the appender for this node's own log."""
+        policy = Policy(min_pdq_quality=self.config.min_pdq_quality)
+        return OwnLog(self.db, self.signer, self.config.signed_head, policy, clock)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def init_node(home: Path, origin: str, role: str = "partner") -> Node:
+    """Creates a node directory with a new log-signing key and an empty signed log."""
+    check_origin(origin)
+    config = NodeConfig(home=home, origin=origin, role=role)
+    if (home / "hashfed.toml").exists() or config.database.exists():
+        raise NodeError(f"{home} already holds a hashfed node; choose another directory")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)
+    config.log_key.parent.mkdir(exist_ok=True, mode=0o700)
+    skey, vkey = generate_key(origin)
+    write_key_file(config.log_key, skey + "\n")
+    write_config(config)
+    signer = parse_signer(skey)
+    db = open_database(config.database)
+    with transaction(db) as conn:
+        log = logstore.create_log(conn, origin, vkey, own=True)
+        note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signer)
+        logstore.record_checkpoint(conn, log.id, 0, EMPTY_ROOT, note)
+    write_signed_head(config.signed_head, note)
+    return Node(config, db, signer)
+
+
+def open_node(home: Path) -> Node:
+    """Opens the node in home, checking that its key matches its own log."""
+    config = load_config(home)
+    signer = parse_signer(read_key_file(config.log_key).strip())
+    if signer.name != config.origin:
+        raise NodeError(
+            f"the key in {config.log_key} is named {signer.name!r} but the node's origin is "
+            f"{config.origin!r}; a log's origin must equal its key's name"
+        )
+    db = open_database(config.database)
+    log = logstore.get_log(db.conn, config.origin)
+    if log is None or log.vkey != signer.vkey():
+        db.conn.close()
+        raise NodeError(
+            f"the database {config.database} does not hold this node's own log signed by "
+            f"the key in {config.log_key}"
+        )
+    return Node(config, db, signer)

@@ -1,0 +1,148 @@
+"""Reading and writing one log's tiles, bundles and checkpoints in the node database.
+
+The same code serves the node's own log and every log it mirrors: a log is a
+row of ``logs`` and everything else is keyed by its ``log_id``. Tiles and
+bundles are stored at their latest width; a narrower (older) partial tile or
+bundle is a prefix of the stored blob, which is how tlog-tiles defines them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hashfed.protocol.merkle import EMPTY_ROOT, HASH_SIZE
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, decode_bundle
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One log the node holds, as of its latest stored checkpoint."""
+
+    id: int
+    origin: str
+    vkey: str
+    own: bool
+    size: int
+    root: bytes
+    checkpoint: str | None
+
+
+def get_log(conn: sqlite3.Connection, origin: str) -> LogRow | None:
+    """Returns the log with this origin, or None if the node holds no such log."""
+    row = conn.execute(
+        "SELECT id, origin, vkey, own, size, root, checkpoint FROM logs WHERE origin = ?",
+        (origin,),
+    ).fetchone()
+    return None if row is None else LogRow(row[0], row[1], row[2], bool(row[3]), *row[4:])
+
+
+def list_logs(conn: sqlite3.Connection) -> list[LogRow]:
+    """Returns every log the node holds, its own first."""
+    rows = conn.execute(
+        "SELECT id, origin, vkey, own, size, root, checkpoint FROM logs ORDER BY own DESC, origin"
+    ).fetchall()
+    return [LogRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in rows]
+
+
+def create_log(conn: sqlite3.Connection, origin: str, vkey: str, own: bool) -> LogRow:
+    """Adds an empty log for origin and returns it."""
+    cursor = conn.execute(
+        "INSERT INTO logs (origin, vkey, own, size, root) VALUES (?, ?, ?, 0, ?)",
+        (origin, vkey, int(own), EMPTY_ROOT),
+    )
+    assert cursor.lastrowid is not None
+    return LogRow(cursor.lastrowid, origin, vkey, own, 0, EMPTY_ROOT, None)
+
+
+def read_tile(conn: sqlite3.Connection, log_id: int, level: int, index: int, width: int) -> bytes:
+    """Returns the first width hashes of a stored tile (width 0 means a full tile).
+
+    Raises LookupError if the node does not hold that many hashes of the tile.
+    """
+    want = (width or TILE_WIDTH) * HASH_SIZE
+    row = conn.execute(
+        "SELECT data FROM tiles WHERE log_id = ? AND level = ? AND idx = ?",
+        (log_id, level, index),
+    ).fetchone()
+    if row is None or len(row[0]) < want:
+        raise LookupError(f"tile level {level} index {index} width {width} is not stored")
+    return bytes(row[0][:want])
+
+
+def write_tiles(conn: sqlite3.Connection, log_id: int, tiles: dict[tuple[int, int], bytes]) -> None:
+    """Stores tiles keyed by (level, index), replacing narrower versions."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO tiles (log_id, level, idx, data) VALUES (?, ?, ?, ?)",
+        [(log_id, level, index, data) for (level, index), data in tiles.items()],
+    )
+
+
+def read_bundle(conn: sqlite3.Connection, log_id: int, index: int) -> tuple[int, bytes] | None:
+    """Returns (entry count, bytes) of a stored entry bundle, or None."""
+    row = conn.execute(
+        "SELECT count, data FROM bundles WHERE log_id = ? AND idx = ?", (log_id, index)
+    ).fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]))
+
+
+def read_entries(conn: sqlite3.Connection, log_id: int, start: int, end: int) -> list[bytes]:
+    """Returns the entries with indices start..end-1 of a log."""
+    entries: list[bytes] = []
+    first, last = start // ENTRY_BUNDLE_WIDTH, (end - 1) // ENTRY_BUNDLE_WIDTH
+    for index, count, data in iter_bundles(conn, log_id, first, last + 1):
+        base = index * ENTRY_BUNDLE_WIDTH
+        for offset, entry in enumerate(decode_bundle(data, count)):
+            if start <= base + offset < end:
+                entries.append(entry)
+    if len(entries) != end - start:
+        raise LookupError(f"entries {start}..{end - 1} are not all stored")
+    return entries
+
+
+def iter_bundles(
+    conn: sqlite3.Connection, log_id: int, first: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int, bytes]]:
+    """Yields (index, count, data) of stored bundles first..end-1 in order."""
+    cursor = conn.execute(
+        "SELECT idx, count, data FROM bundles WHERE log_id = ? AND idx >= ? AND idx < ?"
+        " ORDER BY idx",
+        (log_id, first, 2**62 if end is None else end),
+    )
+    for index, count, data in cursor:
+        yield int(index), int(count), bytes(data)
+
+
+def write_bundles(
+    conn: sqlite3.Connection, log_id: int, bundles: dict[int, tuple[int, bytes]]
+) -> None:
+    """Stores bundles keyed by index as (count, data), replacing narrower versions."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO bundles (log_id, idx, count, data) VALUES (?, ?, ?, ?)",
+        [(log_id, index, count, data) for index, (count, data) in bundles.items()],
+    )
+
+
+def record_checkpoint(
+    conn: sqlite3.Connection, log_id: int, size: int, root: bytes, note: str
+) -> None:
+    """Makes note the log's latest checkpoint and keeps it in the history."""
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints (log_id, size, root, note, stored)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (log_id, size, root, note, int(time.time())),
+    )
+    conn.execute(
+        "UPDATE logs SET size = ?, root = ?, checkpoint = ? WHERE id = ?",
+        (size, root, note, log_id),
+    )
+
+
+def checkpoint_root(conn: sqlite3.Connection, log_id: int, size: int) -> bytes | None:
+    """Returns the root of the stored checkpoint of that size, if there is one."""
+    row = conn.execute(
+        "SELECT root FROM checkpoints WHERE log_id = ? AND size = ?", (log_id, size)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
