@@ -16,7 +16,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
+# ImageMagick's MagickWand library decodes XCF and MIFF photos (through Wand).
+MAGICKWAND := $(shell ldconfig -p 2>/dev/null | grep -q libMagickWand-6.Q16 && echo present)
+
 $(STAMP): $(VENV)/bin/python pyproject.toml
+ifneq ($(MAGICKWAND),present)
+	apt-get update && apt-get install -y --no-install-recommends libmagickwand-6.q16-6
+endif
 	rm -f $(VENV)/.installed-*
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $@
@@ -34,8 +40,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+# python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
+# a venv of its own so that it never becomes a dependency of hashfed.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
+	touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,159 @@
+"""Benchmark ``hashfed hash``: photos beside python-threatexchange, and video MD5.
+
+Photos: the shared PDQ vector images (bank formats only) plus generated
+12-megapixel JPEGs, hashed by us with 1 and 2 worker processes and by
+python-threatexchange 1.2.17's ``pdq_from_file`` in one process, all in the same
+run; hashes must be identical on every file outside ``modes/``. The peer runs in
+its own virtualenv (``.venv-bench``, or ``$HASHFED_PEER_PYTHON``), because it is
+installed only for benchmarks.
+
+Video: MD5 of a generated 1 GB file (128 MB with ``--quick``), with resident
+memory before and after.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hashfed.hasher import Result, hash_paths, md5_file
+from PIL import Image
+
+from bench.table import Row
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / ".." / "shared" / "vectors" / "pdq"
+PEER_PYTHON = Path(os.environ.get("HASHFED_PEER_PYTHON", ROOT / ".venv-bench" / "bin" / "python"))
+PEER_NAME = "threatexchange 1.2.17 pdq_from_file"
+
+PEER_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+try:
+    from threatexchange.extensions.pdq.pdq_hasher import pdq_from_file
+except ImportError:
+    from threatexchange.signal_type.pdq.pdq_hasher import pdq_from_file
+paths = json.load(sys.stdin)
+out = {}
+start = time.perf_counter()
+for p in paths:
+    out[p] = pdq_from_file(Path(p))[0]
+print(json.dumps({"seconds": time.perf_counter() - start, "hashes": out}))
+"""
+
+
+def _make_photos(directory: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(2024)
+    paths = []
+    for i in range(count):
+        small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC)
+        path = directory / f"photo-{i:02d}.jpg"
+        img.save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def _vector_photos() -> list[Path]:
+    if not (VECTORS / "expected.csv").is_file():
+        return []
+    with open(VECTORS / "expected.csv", newline="") as f:
+        rels = [row["path"] for row in csv.DictReader(f)]
+    return [VECTORS / r for r in rels if not r.endswith(".webp")]
+
+
+def _ours(paths: list[Path], workers: int, exif: bool = False) -> tuple[float, dict[str, str]]:
+    start = time.perf_counter()
+    hashes = {}
+    for r in hash_paths(paths, workers=workers, exif=exif):
+        if not isinstance(r, Result):
+            raise AssertionError(f"failed to hash {r.path}: {r.error}")
+        if r.variant == "stored":
+            hashes[r.path] = r.hash
+    return time.perf_counter() - start, hashes
+
+
+def _peer(paths: list[Path]) -> tuple[float, dict[str, str]] | None:
+    if not PEER_PYTHON.exists():
+        return None
+    proc = subprocess.run(
+        [str(PEER_PYTHON), "-c", PEER_SCRIPT],
+        input=json.dumps([str(p) for p in paths]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"peer failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    out = json.loads(proc.stdout)
+    return float(out["seconds"]), dict(out["hashes"])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _photo_rows(quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="hashfed-bench-") as tmp:
+        generated = _make_photos(Path(tmp), 2 if quick else 8)
+        paths = _vector_photos() + generated
+        peer = _peer(paths)
+        one_s, ours = _ours(paths, workers=1)
+        two_s, ours2 = _ours(paths, workers=2)
+        exif_s, _ = _ours(paths, workers=1, exif=True)
+    assert ours == ours2, "1-worker and 2-worker hashes differ"
+    n = len(paths)
+    note = f"{n} photos ({len(generated)} generated 12 MP JPEGs)"
+    if peer is None:
+        note += f"; peer not installed at {PEER_PYTHON}"
+        peer_rate = None
+    else:
+        peer_s, theirs = peer
+        peer_rate = n / peer_s
+        differ = [p for p in ours if "/modes/" not in p and ours[p] != theirs.get(p)]
+        assert not differ, f"hashes differ from the peer on {differ}"
+        note += "; hashes identical to the peer outside modes/"
+    return [
+        Row("hash", "photos, 1 worker", n / one_s, "images/s", peer_rate, PEER_NAME,
+            target=0.95, target_is_ratio=True, note=note),
+        Row("hash", "photos, 2 workers", n / two_s, "images/s", peer_rate, PEER_NAME,
+            target=1.8, target_is_ratio=True),
+        Row("hash", "photos, 1 worker, + EXIF variants", n / exif_s, "images/s", peer_rate,
+            PEER_NAME, note="default CLI: also hashes the EXIF-rotated view (extra output the "
+            "peer does not produce); the rows above hash stored pixels only, as the peer does"),
+    ]  # fmt: skip
+
+
+def _video_rows(quick: bool) -> list[Row]:
+    size = (128 if quick else 1024) << 20
+    block = np.random.default_rng(5).bytes(1 << 20)
+    with tempfile.TemporaryDirectory(prefix="hashfed-bench-") as tmp:
+        path = Path(tmp) / "video.mp4"
+        with open(path, "wb") as f:
+            for _ in range(size >> 20):
+                f.write(block)
+        before = _rss_mb()
+        start = time.perf_counter()
+        md5_file(path)
+        seconds = time.perf_counter() - start
+        after = _rss_mb()
+    return [
+        Row("hash", f"video MD5 ({size >> 20} MiB file)", size / 1e6 / seconds, "MB/s",
+            target=500),
+        Row("hash", "video MD5 RSS growth", after - before, "MB", target=16,
+            higher_is_better=False, note=f"RSS {before:.0f} MB before, {after:.0f} MB after"),
+    ]  # fmt: skip
+
+
+def run(quick: bool) -> list[Row]:
+    """run returns the photo and video rows; ``quick`` uses fewer, smaller inputs."""
+    return _photo_rows(quick) + _video_rows(quick)
