@@ -48,14 +48,28 @@ def step(title: str, *args: str, stdin: str | None = None, expect_fail: bool = F
 def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
-    step("Create a publisher node: a key and an empty signed log",
-         "init", "--origin", "stopncii.demo/bank", "--role", "publisher")
+    step(
+        "Create a publisher node: a key and an empty signed log",
+        "init",
+        "--origin",
+        "stopncii.demo/bank",
+        "--role",
+        "publisher",
+    )
     step("Its verifier key, which partners will trust", "keys", "show")
-    step("Publish four hash records (three PDQ photos, one MD5 video)",
-         "publish", "-", stdin=SAMPLE_CSV)
-    step("A bad record changes nothing: the MD5 of an empty file is refused",
-         "publish", "-", stdin="kind,hash\nmd5,d41d8cd98f00b204e9800998ecf8427e\n",
-         expect_fail=True)
+    step(
+        "Publish four hash records (three PDQ photos, one MD5 video)",
+        "publish",
+        "-",
+        stdin=SAMPLE_CSV,
+    )
+    step(
+        "A bad record changes nothing: the MD5 of an empty file is refused",
+        "publish",
+        "-",
+        stdin="kind,hash\nmd5,d41d8cd98f00b204e9800998ecf8427e\n",
+        expect_fail=True,
+    )
     step("The person behind entry 1 withdraws: retract it", "retract", "1")
     step("The log: the retracted hash is erased, its commitment stays", "log", "show")
     step("The signed checkpoint (C2SP tlog-checkpoint)", "log", "checkpoint")

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from hashfed.node.ownlog import NewHash
 from hashfed.protocol.errors import InvalidRecord
-from hashfed.protocol.records import Kind, check_label
+from hashfed.protocol.records import Kind, check_labels
 from hashfed.protocol.validation import Policy, check_hash
 
 COLUMNS = {"kind", "hash", "quality", "labels"}
@@ -63,8 +63,7 @@ def _parse(line: int, raw: dict[str, Any], policy: Policy, extra: tuple[str, ...
     labels = tuple(dict.fromkeys([x.strip() for x in labels_raw] + list(extra)))
     try:
         check_hash(kind, digest, quality, policy)
-        for label in labels:
-            check_label(label)
+        check_labels(labels)
     except ValueError as exc:
         raise InvalidRecord(f"{where}: {exc}") from None
     return NewHash(kind, digest, quality, labels)
@@ -84,7 +83,9 @@ def _rows(source: IO[str], fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, value
         return
     reader = csv.DictReader(source)
-    if reader.fieldnames is None or not {"kind", "hash"} <= set(reader.fieldnames):
+    if not reader.fieldnames:
+        raise InvalidRecord("the input is empty: no records to publish")
+    if not {"kind", "hash"} <= set(reader.fieldnames):
         raise InvalidRecord("CSV input needs a header line with at least the columns kind,hash")
     for row in reader:
         if None in row:

@@ -38,9 +38,10 @@ from hashfed.protocol.records import (
     Reason,
     Retraction,
     Verdict,
-    check_label,
+    check_labels,
     check_origin,
     content_commitment,
+    decode_record,
     encode_addition,
     encode_record,
 )
@@ -138,8 +139,7 @@ class OwnLog:
         for n, item in enumerate(hashes):
             try:
                 check_hash(item.kind, item.hash, item.quality, self.policy)
-                for label in item.labels:
-                    check_label(label)
+                check_labels(item.labels)
             except ValueError as exc:
                 raise InvalidRecord(f"record {n + 1}: {exc}") from None
         if salts is None:
@@ -172,7 +172,10 @@ class OwnLog:
             Retraction(now, reason, tuple(wanted[i : i + MAX_RETRACTION_INDICES]))
             for i in range(0, len(wanted), MAX_RETRACTION_INDICES)
         ]
-        return self._append(_Batch(), retractions=records)
+        result = self._append(_Batch(), retractions=records)
+        # Move the erased content out of the WAL file into the (secure-deleted) database.
+        self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return result
 
     def feedback(
         self, origin: str, index: int, verdict: Verdict, tags: Sequence[str] = ()
@@ -181,7 +184,9 @@ class OwnLog:
         check_origin(origin)
         record = Feedback(self._clock(), origin, index, verdict, tuple(tags))
         check_feedback(record, self.origin)
-        batch = _Batch(entries=[encode_record(record)])
+        entry = encode_record(record)
+        decode_record(entry)  # the same shape checks a receiver runs (tags, index range)
+        batch = _Batch(entries=[entry])
         batch.feedback_rows.append((origin, index, verdict.value, ",".join(tags), record.time))
         return self._append(batch)
 

@@ -298,7 +298,7 @@ def _int(fields: dict[str, Any], key: str, what: str, low: int = 0, high: int = 
 
 
 def _str(fields: dict[str, Any], key: str, what: str) -> str:
-    value = fields[key]
+    value = fields.get(key)
     if not isinstance(value, str):
         raise MalformedRecord(f"{what}: {key!r} must be a string")
     return value
@@ -324,6 +324,14 @@ def _strings(value: Any, key: str, what: str, limit: int, max_len: int) -> tuple
     if len(set(value)) != len(value):
         raise MalformedRecord(f"{what}: {key!r} repeats a value")
     return tuple(value)
+
+
+def check_labels(labels: tuple[str, ...]) -> None:
+    """Raises MalformedRecord unless labels fit: at most 8, no repeats, each check_label."""
+    if len(labels) > MAX_LABELS or len(set(labels)) != len(labels):
+        raise MalformedRecord(f"labels must be at most {MAX_LABELS} distinct labels")
+    for label in labels:
+        check_label(label)
 
 
 def check_label(label: str) -> None:
