@@ -2,6 +2,8 @@
 
     <home>/hashfed.toml     configuration (TOML), written by ``hashfed init``
     <home>/keys/log.key     the log-signing key (PRIVATE+KEY+...), mode 0600
+    <home>/keys/peer.key    the peer-authentication key (same name, a distinct key), 0600
+    <home>/keys/witness.key reserved for the cosigning key (a later version)
     <home>/hashfed.db       the SQLite database (node.db)
     <home>/signed-head      the last checkpoint this node signed (see ownlog.py)
 
@@ -14,8 +16,9 @@ import os
 import re
 import socket
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from hashfed.node.errors import NodeError, NotANode
 from hashfed.protocol.records import check_origin
@@ -23,6 +26,45 @@ from hashfed.protocol.validation import DEFAULT_MIN_PDQ_QUALITY
 
 CONFIG_FILE = "hashfed.toml"
 ROLES = ("publisher", "partner")
+
+
+DEFAULT_PORT = 8470
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The ``[server]`` section: how ``hashfed serve`` listens and what it serves openly.
+
+    tls_cert and tls_key are both set (the node serves HTTPS itself) or both
+    empty (plain HTTP, e.g. behind a TLS-terminating reverse proxy); relative
+    paths are relative to the node directory. public_logs are origins anyone may
+    read without authenticating. max_body bounds request bodies in bytes;
+    request_timeout is in seconds.
+    """
+
+    listen: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    tls_cert: str = ""
+    tls_key: str = ""
+    public_logs: tuple[str, ...] = ()
+    max_body: int = 65536
+    request_timeout: float = 30
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """The ``[sync]`` section: how often and how patiently this node syncs.
+
+    interval is the seconds between background syncs, spread by up to
+    ±jitter × interval; after failures the wait doubles up to backoff_max
+    seconds. retention is how many seconds a retracted hash is kept (0: erased
+    as soon as the retraction is applied).
+    """
+
+    interval: float = 300
+    jitter: float = 0.2
+    backoff_max: float = 3600
+    retention: int = 0
 
 
 @dataclass(frozen=True)
@@ -33,6 +75,8 @@ class NodeConfig:
     origin: str
     role: str = "partner"
     min_pdq_quality: int = DEFAULT_MIN_PDQ_QUALITY
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
     @property
     def database(self) -> Path:
@@ -43,8 +87,19 @@ class NodeConfig:
         return self.home / "keys" / "log.key"
 
     @property
+    def peer_key(self) -> Path:
+        return self.home / "keys" / "peer.key"
+
+    @property
     def signed_head(self) -> Path:
         return self.home / "signed-head"
+
+    @property
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """Returns the (certificate, key) paths to serve TLS with, or None for plain HTTP."""
+        if not self.server.tls_cert:
+            return None
+        return self.home / self.server.tls_cert, self.home / self.server.tls_key
 
 
 def default_origin() -> str:
@@ -57,14 +112,44 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _toml_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def write_config(config: NodeConfig) -> None:
-    """Writes hashfed.toml for config (only the keys hashfed init sets)."""
+    """Writes hashfed.toml for config, with a comment on every setting."""
+    server, sync = config.server, config.sync
+    public = ", ".join(_toml_string(o) for o in server.public_logs)
     text = (
         "# hashfed node configuration\n"
         f"origin = {_toml_string(config.origin)}\n"
         f"role = {_toml_string(config.role)}\n"
         "# PDQ hashes below this quality are refused as bank entries.\n"
         f"min_pdq_quality = {config.min_pdq_quality}\n"
+        "\n"
+        "[server]\n"
+        "# Address and TCP port 'hashfed serve' listens on.\n"
+        f"listen = {_toml_string(server.listen)}\n"
+        f"port = {server.port}\n"
+        "# Serve HTTPS with this certificate chain and key (PEM, paths relative to the\n"
+        "# node directory); set both, or leave both empty for plain HTTP behind a proxy.\n"
+        f"tls_cert = {_toml_string(server.tls_cert)}\n"
+        f"tls_key = {_toml_string(server.tls_key)}\n"
+        "# Origins anyone may read without authenticating; every other log is served\n"
+        "# only to configured peers allowed to read it ('hashfed peers add').\n"
+        f"public_logs = [{public}]\n"
+        "# Largest request body accepted, in bytes, and the per-request timeout, in seconds.\n"
+        f"max_body = {server.max_body}\n"
+        f"request_timeout = {_toml_number(server.request_timeout)}\n"
+        "\n"
+        "[sync]\n"
+        "# Seconds between background syncs in 'hashfed serve', spread by +/- jitter\n"
+        "# (a fraction of the interval); after failures the wait doubles up to backoff_max.\n"
+        f"interval = {_toml_number(sync.interval)}\n"
+        f"jitter = {_toml_number(sync.jitter)}\n"
+        f"backoff_max = {_toml_number(sync.backoff_max)}\n"
+        "# Seconds to keep a retracted hash once the retraction is applied (0: erase at once).\n"
+        f"retention = {sync.retention}\n"
     )
     path = config.home / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -91,4 +176,90 @@ def load_config(home: Path) -> NodeConfig:
         raise NodeError(f"{path}: 'role' must be one of {', '.join(ROLES)}, not {role!r}")
     if type(quality) is not int or not 0 <= quality <= 100:
         raise NodeError(f"{path}: 'min_pdq_quality' must be an integer from 0 to 100")
-    return NodeConfig(home=home, origin=origin, role=role, min_pdq_quality=quality)
+    return NodeConfig(
+        home=home,
+        origin=origin,
+        role=role,
+        min_pdq_quality=quality,
+        server=_server_config(path, _section(path, data, "server", ServerConfig)),
+        sync=_sync_config(path, _section(path, data, "sync", SyncConfig)),
+    )
+
+
+def _section(path: Path, data: dict[str, Any], name: str, cls: type) -> dict[str, Any]:
+    """Returns the [name] table of data (empty if absent), refusing keys cls does not have."""
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise NodeError(f"{path}: '{name}' must be a table ([{name}])")
+    known = [f.name for f in fields(cls)]
+    for key in section:
+        if key not in known:
+            raise NodeError(
+                f"{path}: unknown setting {key!r} in [{name}]; known: {', '.join(known)}"
+            )
+    return section
+
+
+def _integer(path: Path, where: str, value: Any, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise NodeError(f"{path}: {where} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def _number(path: Path, where: str, value: Any, low: float, high: float) -> float:
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise NodeError(f"{path}: {where} must be a number from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
+def _string(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise NodeError(f"{path}: {where} must be a string, not {value!r}")
+    return value
+
+
+def _server_config(path: Path, section: dict[str, Any]) -> ServerConfig:
+    d = ServerConfig()
+    listen = _string(path, "[server] listen", section.get("listen", d.listen))
+    if not listen or any(c.isspace() for c in listen):
+        raise NodeError(f"{path}: [server] listen must be a host name or address, not {listen!r}")
+    port = _integer(path, "[server] port", section.get("port", d.port), 0, 65535)
+    cert = _string(path, "[server] tls_cert", section.get("tls_cert", d.tls_cert))
+    key = _string(path, "[server] tls_key", section.get("tls_key", d.tls_key))
+    if bool(cert) != bool(key):
+        raise NodeError(
+            f"{path}: [server] tls_cert and tls_key go together: set both to serve HTTPS, "
+            "or neither to serve plain HTTP (behind a TLS-terminating proxy)"
+        )
+    public = section.get("public_logs", list(d.public_logs))
+    if not isinstance(public, list):
+        raise NodeError(f"{path}: [server] public_logs must be a list of origins")
+    for origin in public:
+        if not isinstance(origin, str):
+            raise NodeError(f"{path}: [server] public_logs must be a list of origins")
+        try:
+            check_origin(origin, "[server] public_logs origin")
+        except ValueError as exc:
+            raise NodeError(f"{path}: {exc}") from None
+    max_body = _integer(path, "[server] max_body", section.get("max_body", d.max_body), 1024, 2**30)
+    timeout = _number(
+        path, "[server] request_timeout", section.get("request_timeout", d.request_timeout), 1, 3600
+    )
+    return ServerConfig(listen, port, cert, key, tuple(public), max_body, timeout)
+
+
+def _sync_config(path: Path, section: dict[str, Any]) -> SyncConfig:
+    d = SyncConfig()
+    interval = _number(path, "[sync] interval", section.get("interval", d.interval), 1, 86400 * 7)
+    jitter = _number(path, "[sync] jitter", section.get("jitter", d.jitter), 0, 0.9)
+    backoff = _number(
+        path, "[sync] backoff_max", section.get("backoff_max", d.backoff_max), 1, 86400 * 7
+    )
+    if backoff < interval:
+        raise NodeError(
+            f"{path}: [sync] backoff_max ({backoff:g}) must be at least interval ({interval:g})"
+        )
+    retention = _integer(
+        path, "[sync] retention", section.get("retention", d.retention), 0, 100 * 365 * 86400
+    )
+    return SyncConfig(interval, jitter, backoff, retention)

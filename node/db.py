@@ -11,6 +11,11 @@ tables hold an own log and a mirrored one.
     bank         one row per hash addition: kind, hash, quality, labels, status
     feedback     one row per feedback record
     flags        entries that are signed and included but failed a record check
+    peers        nodes this node talks to: name, base URL, peer-authentication key, read list
+    trust        origins whose logs this node syncs, with their log key and role
+    staged       fetched entry bundles not yet verified against a checkpoint
+    evidence     proof that an origin signed inconsistent checkpoints (halts it)
+    sync_state   the outcome of the latest sync attempts, per origin
 
 Entry bundles and tiles are stored as blobs, not a row per entry: a partial
 tile or bundle of any smaller width is a prefix of the stored one.
@@ -30,7 +35,7 @@ from pathlib import Path
 import sqlite_utils
 from hashfed.node.errors import DatabaseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 _SCHEMA_1 = """
@@ -68,11 +73,11 @@ _SCHEMA_1 = """
         CREATE TABLE bank (
             log_id INTEGER NOT NULL REFERENCES logs(id),
             idx INTEGER NOT NULL,
-            kind TEXT NOT NULL,
+            kind TEXT,
             hash BLOB,
             quality INTEGER,
             labels TEXT NOT NULL,
-            added INTEGER NOT NULL,
+            added INTEGER,
             salt BLOB,
             status TEXT NOT NULL DEFAULT 'active',
             retracted_at INTEGER,
@@ -99,9 +104,55 @@ _SCHEMA_1 = """
         ) WITHOUT ROWID;
         """
 
+# Schema 2: peers (read NULL: every log the node holds; else a comma list of
+# origins) and trusted origins with their role (see node/peers.py).
+_SCHEMA_2 = """
+        CREATE TABLE peers (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            vkey TEXT NOT NULL,
+            read TEXT
+        );
+        CREATE TABLE trust (
+            origin TEXT PRIMARY KEY,
+            vkey TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('publisher', 'partner'))
+        );
+        """
+
+# Schema 3: sync. Bundles fetched but not yet verified against a checkpoint are
+# staged (so an interrupted sync resumes); equivocation evidence halts an origin;
+# sync_state keeps the outcome of the last attempts for status.
+_SCHEMA_3 = """
+        CREATE TABLE staged (
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            idx INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            entries BLOB NOT NULL,
+            content BLOB NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        );
+        CREATE TABLE evidence (
+            id INTEGER PRIMARY KEY,
+            log_id INTEGER NOT NULL REFERENCES logs(id),
+            found INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE TABLE sync_state (
+            log_id INTEGER PRIMARY KEY REFERENCES logs(id),
+            last_attempt INTEGER,
+            last_success INTEGER,
+            last_peer TEXT,
+            last_error TEXT,
+            failures INTEGER NOT NULL DEFAULT 0
+        );
+        ALTER TABLE logs ADD COLUMN halted INTEGER NOT NULL DEFAULT 0;
+        """
+
 # MIGRATIONS[n] is the SQL that takes a database at schema version n to n + 1.
 # Each runs in one transaction together with the user_version bump.
-MIGRATIONS: list[str] = [_SCHEMA_1]
+MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -118,6 +169,8 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    # Erased hashes must not linger in free pages (specs/protocol.md, erasure).
+    conn.execute("PRAGMA secure_delete=ON")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     version = _schema_version(conn)

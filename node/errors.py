@@ -17,3 +17,15 @@ class DatabaseError(NodeError):
 
 class ForkRefused(NodeError):
     """Signing now would fork the node's own log: the database is behind what it signed."""
+
+
+class InvalidPeer(NodeError):
+    """A peer or trusted key given to hashfed is not acceptable (bad URL, key or name)."""
+
+
+class AlreadyConfigured(NodeError):
+    """A peer or trusted origin of that name or key is already configured."""
+
+
+class NotConfigured(NodeError):
+    """No peer or trusted origin of that name is configured."""

@@ -27,11 +27,17 @@ from hashfed.signing.keys import (
 
 @dataclass
 class Node:
-    """An open node: its configuration, database and log-signing key."""
+    """An open node: its configuration, database, log-signing key and peer-authentication key.
+
+    Both keys are named after the node's origin but are distinct keys: signer
+    signs the node's log, peer_signer only session requests to other nodes
+    (signed-note: never use one key for two kinds of signature).
+    """
 
     config: NodeConfig
     db: sqlite_utils.Database
     signer: Ed25519Signer
+    peer_signer: Ed25519Signer
 
     def own_log(self, clock: Clock = system_clock) -> OwnLog:
         """Returns the appender for this node's own log."""
@@ -49,7 +55,7 @@ class Node:
 
 
 def init_node(home: Path, origin: str, role: str = "partner") -> Node:
-    """Creates a node directory with a new log-signing key and an empty signed log."""
+    """Creates a node directory with new log-signing and peer keys and an empty signed log."""
     check_origin(origin)
     config = NodeConfig(home=home, origin=origin, role=role)
     if (home / "hashfed.toml").exists() or config.database.exists():
@@ -59,6 +65,8 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     config.log_key.parent.mkdir(exist_ok=True, mode=0o700)
     skey, vkey = generate_key(origin)
     write_key_file(config.log_key, skey + "\n")
+    peer_skey, _ = generate_key(origin)
+    write_key_file(config.peer_key, peer_skey + "\n")
     write_config(config)
     signer = parse_signer(skey)
     db = open_database(config.database)
@@ -67,17 +75,28 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
         note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signer)
         logstore.record_checkpoint(conn, log.id, 0, EMPTY_ROOT, note)
     write_signed_head(config.signed_head, note)
-    return Node(config, db, signer)
+    return Node(config, db, signer, parse_signer(peer_skey))
 
 
 def open_node(home: Path) -> Node:
-    """Opens the node in home, checking that its key matches its own log."""
+    """Opens the node in home, checking that its keys match its origin and its own log."""
     config = load_config(home)
     signer = parse_signer(read_key_file(config.log_key).strip())
     if signer.name != config.origin:
         raise NodeError(
             f"the key in {config.log_key} is named {signer.name!r} but the node's origin is "
             f"{config.origin!r}; a log's origin must equal its key's name"
+        )
+    peer_signer = parse_signer(read_key_file(config.peer_key).strip())
+    if peer_signer.name != config.origin:
+        raise NodeError(
+            f"the key in {config.peer_key} is named {peer_signer.name!r} but the node's origin "
+            f"is {config.origin!r}; the peer-authentication key is named after the origin"
+        )
+    if peer_signer.vkey() == signer.vkey():
+        raise NodeError(
+            f"{config.peer_key} holds the log-signing key; the peer-authentication key must be "
+            "a distinct key (a key signs one kind of thing only)"
         )
     db = open_database(config.database)
     log = logstore.get_log(db.conn, config.origin)
@@ -87,4 +106,4 @@ def open_node(home: Path) -> Node:
             f"the database {config.database} does not hold this node's own log signed by "
             f"the key in {config.log_key}"
         )
-    return Node(config, db, signer)
+    return Node(config, db, signer, peer_signer)

@@ -49,3 +49,7 @@ class MalformedCheckpoint(ProtocolError):
 
 class OriginMismatch(ProtocolError):
     """A checkpoint names a different log origin than the one the caller expected."""
+
+
+class MalformedSessionRequest(ProtocolError):
+    """A peer-authentication session request is not in the hashfed-session/v1 format."""

@@ -1,0 +1,105 @@
+"""Client-side peer authentication: session tokens from the nodes this node syncs from.
+
+A :class:`SessionClient` holds this node's peer-authentication signer and the
+serving node's key name (the audience). On first use it POSTs a signed session
+request (:mod:`hashfed.protocol.session`) to ``<base URL>/v1/auth/session`` and
+keeps the bearer token it gets back; it opens a new session a minute before
+the token expires, or at once after :meth:`SessionClient.invalidate`, which a
+fetcher calls when the server answers 401 (the server may have restarted and
+forgotten its sessions). See specs/peer-auth.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+
+import aiohttp
+from hashfed.protocol.session import sign_session_request
+from hashfed.signing.keys import Signer
+
+SESSION_PATH = "/v1/auth/session"
+"""Where session requests are POSTed, relative to a peer's base URL."""
+
+RENEW_BEFORE = 60
+"""Seconds before a token's expiry at which a new session is opened."""
+
+MAX_RESPONSE = 4096
+"""Largest session response read, in bytes."""
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def system_clock() -> int:
+    """Returns whole seconds since the Unix epoch, UTC."""
+    return int(time.time())
+
+
+class SessionRefused(Exception):
+    """The peer refused to open a session (or answered nonsense); status is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionClient:
+    """SessionClient gets and renews a session token for one peer.
+
+    signer is this node's peer-authentication signer, audience the peer's
+    key name (its origin), clock returns Unix seconds. One instance serves
+    concurrent callers: they share one session request.
+    """
+
+    def __init__(
+        self, signer: Signer, audience: str, clock: Callable[[], int] = system_clock
+    ) -> None:
+        self._signer = signer
+        self.audience = audience
+        self._clock = clock
+        self._token: str | None = None
+        self._expires = 0
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        """Forgets the current token, so the next authorization opens a new session."""
+        self._token = None
+
+    async def authorization(self, session: aiohttp.ClientSession, base_url: str) -> str:
+        """Returns the Authorization header value ``Bearer <token>`` for requests to base_url.
+
+        Raises SessionRefused if the peer refuses the session request, and
+        aiohttp.ClientError for transport failures.
+        """
+        async with self._lock:
+            if self._token is None or self._clock() >= self._expires - RENEW_BEFORE:
+                self._token, self._expires = await self._open(session, base_url)
+            return "Bearer " + self._token
+
+    async def _open(self, session: aiohttp.ClientSession, base_url: str) -> tuple[str, int]:
+        body = sign_session_request(self.audience, self._clock(), self._signer)
+        url = base_url.rstrip("/") + SESSION_PATH
+        async with session.post(
+            url, data=body.encode("utf-8"), headers={"Content-Type": "text/plain; charset=utf-8"}
+        ) as resp:
+            data = await resp.content.read(MAX_RESPONSE + 1)
+            status = resp.status
+        if len(data) > MAX_RESPONSE:
+            raise SessionRefused(status, f"{url}: session response is larger than {MAX_RESPONSE}")
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if status != 200:
+            reason = doc.get("error") if isinstance(doc, dict) else None
+            text = str(reason)[:200] if reason else f"HTTP {status}"
+            raise SessionRefused(status, f"{url} refused the session: {text}")
+        if not isinstance(doc, dict):
+            raise SessionRefused(status, f"{url}: session response is not a JSON object")
+        token, expires = doc.get("token"), doc.get("expires")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token) or type(expires) is not int:
+            raise SessionRefused(status, f"{url}: session response lacks a valid token or expiry")
+        return token, expires
