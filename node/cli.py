@@ -8,12 +8,15 @@ from typing import Any
 import click
 from hashfed.node.cli_hash import hash_command
 from hashfed.node.cli_log import log_group, publish_command, retract_command
+from hashfed.node.cli_peers import peers_group, trust_group
+from hashfed.node.cli_sync import serve_command, status_command, sync_command
 from hashfed.node.config import ROLES, default_origin
 from hashfed.node.errors import NodeError
 from hashfed.node.home import init_node, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.protocol.errors import ProtocolError
 from hashfed.signing.errors import SigningError
+from hashfed.sync.errors import SyncError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_HOME = "hashfed-node"
@@ -25,7 +28,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (NodeError, ProtocolError, SigningError, OSError) as exc:
+        except (NodeError, ProtocolError, SigningError, SyncError, OSError) as exc:
             if isinstance(exc, OSError) and not exc.filename:
                 raise
             raise click.ClickException(str(exc)) from None
@@ -67,17 +70,21 @@ def main(ctx: click.Context, home: Path) -> None:
 )
 @click.pass_obj
 def init_command(home: Path, origin: str | None, role: str) -> None:
-    """Create a node directory with a new log-signing key and an empty signed log.
+    """Create a node directory with new log-signing and peer keys and an empty signed log.
 
     \b
     Example:
         hashfed --dir /srv/hashfed init --origin stopncii.example/bank --role publisher
     """
-    node = init_node(home, origin or default_origin(), role)
+    node = init_node(home, default_origin() if origin is None else origin, role)
     with node:
         click.echo(f"created {role} node {node.config.origin} in {home}")
         click.echo(f"log verifier key: {node.signer.vkey()}")
-        click.echo(f"the signing key is in {node.config.log_key} (mode 0600); back it up")
+        click.echo(f"peer verifier key: {node.peer_signer.vkey()}")
+        click.echo(
+            f"the secret keys are in {node.config.log_key} and {node.config.peer_key}"
+            " (mode 0600); back them up"
+        )
 
 
 @main.group("keys")
@@ -89,14 +96,20 @@ def keys_group() -> None:
 @output_options
 @click.pass_obj
 def keys_show(home: Path, fmt: str) -> None:
-    """Print the node's public verifier key(s), which partners add with 'trust add'.
+    """Print the node's public verifier keys: 'log' signs its log, 'peer' authenticates it.
+
+    Other nodes trust this node's log with 'hashfed trust add <log vkey>' and
+    accept it as a peer with 'hashfed peers add NAME URL <peer vkey>'.
 
     \b
     Example:
         hashfed keys show --json
     """
     with open_node(home) as node:
-        rows = [{"key": "log", "vkey": node.signer.vkey(), "file": str(node.config.log_key)}]
+        rows = [
+            {"key": "log", "vkey": node.signer.vkey(), "file": str(node.config.log_key)},
+            {"key": "peer", "vkey": node.peer_signer.vkey(), "file": str(node.config.peer_key)},
+        ]
     if fmt == "table":
         for row in rows:
             click.echo(f"{row['key']}: {row['vkey']}")
@@ -108,3 +121,8 @@ main.add_command(hash_command)
 main.add_command(publish_command)
 main.add_command(retract_command)
 main.add_command(log_group)
+main.add_command(peers_group)
+main.add_command(trust_group)
+main.add_command(sync_command)
+main.add_command(status_command)
+main.add_command(serve_command)

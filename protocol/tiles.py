@@ -40,6 +40,7 @@ out of stored tiles for :func:`hashfed.protocol.merkle.inclusion_proof` and
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,10 +58,13 @@ __all__ = [
     "TileReader",
     "TileRef",
     "TreeBuilder",
+    "content_path",
     "decode_bundle",
     "decode_tile",
     "encode_bundle",
     "entries_path",
+    "log_prefix",
+    "parse_content_path",
     "parse_tile_path",
     "partial_tile_size",
     "tile_path",
@@ -146,6 +150,35 @@ def entries_path(index: int, width: int = 0) -> str:
     'tile/entries/x001/x234/067.p/8'
     """
     return _path("entries", 0, index, width)
+
+
+def content_path(index: int, width: int = 0) -> str:
+    """content_path returns the path of content bundle ``index``: hashfed's erasable
+    content of the entries of entry bundle ``index`` (specs/protocol.md), numbered
+    and sized like entry bundles, outside the tlog-tiles ``tile/`` namespace.
+
+    >>> content_path(1234067, 8)
+    'content/x001/x234/067.p/8'
+    """
+    return _path("entries", 0, index, width).replace("tile/entries/", "content/", 1)
+
+
+def parse_content_path(path: str) -> TileRef:
+    """parse_content_path parses a content_path, strictly (MalformedTile otherwise)."""
+    if not path.startswith("content/"):
+        raise MalformedTile(f"{path!r} is not a content bundle path")
+    return parse_tile_path("tile/entries/" + path[len("content/") :])
+
+
+def log_prefix(origin: str) -> str:
+    """log_prefix returns the URL path prefix under which a node serves a log:
+    ``log/`` and the lowercase hex SHA-256 of the origin, as C2SP tlog-mirror
+    derives a mirrored log's prefix, so any origin is a safe path segment.
+
+    >>> log_prefix("example.com/log")[:12]
+    'log/4d3203c8'
+    """
+    return "log/" + hashlib.sha256(origin.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,274 @@
+"""``hashfed serve``: every log the node holds, over HTTP, in the C2SP tlog-tiles layout.
+
+Each log is served under its own prefix, ``/log/<lowercase hex SHA-256 of the
+origin>`` (as C2SP tlog-mirror derives a mirrored log's prefix), whether it is
+the node's own log or one it mirrors; mirrored logs are served byte for byte as
+their origin wrote them.
+
+    GET /logs                                  the logs this caller may read (JSON)
+    GET /log/<hash>/checkpoint                 the latest checkpoint (a signed note)
+    GET /log/<hash>/tile/<L>/<N>[.p/<W>]       hash tiles
+    GET /log/<hash>/tile/entries/<N>[.p/<W>]   entry bundles (gzip when accepted)
+    GET /log/<hash>/content/<N>[.p/<W>]        content bundles (specs/protocol.md)
+    POST /v1/auth/session                      peer authentication (node/auth.py)
+    GET /healthz                               liveness
+
+Caching follows tlog-tiles: tiles and entry bundles are immutable (a partial
+tile of a given width never changes), the checkpoint may be cached for a few
+seconds at most, and content bundles, which change when content is erased,
+must be revalidated. Every log that is not public is served with
+``Cache-Control: private`` so no shared cache hands bank data to anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from hashfed.node import logstore, peers
+from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
+from hashfed.node.config import ServerConfig
+from hashfed.protocol.errors import MalformedTile
+from hashfed.protocol.merkle import HASH_SIZE
+from hashfed.protocol.records import HashContent, Kind
+from hashfed.protocol.tiles import (
+    ENTRY_BUNDLE_WIDTH,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    encode_bundle,
+    log_prefix,
+    parse_content_path,
+    parse_tile_path,
+)
+
+IMMUTABLE = "max-age=31536000, immutable"
+CHECKPOINT_CACHE = "max-age=2, must-revalidate"
+CONTENT_CACHE = "no-cache"
+
+
+@dataclass
+class _Served:
+    """What the server needs to know about one log it serves."""
+
+    log: logstore.LogRow
+    public: bool
+
+
+class LogDirectory:
+    """Maps URL prefixes to the logs the node holds, reading the database lazily."""
+
+    def __init__(self, conn: sqlite3.Connection, public_logs: tuple[str, ...]) -> None:
+        self.conn = conn
+        self.public = set(public_logs)
+        self._by_hash: dict[str, str] = {}
+
+    def find(self, origin_hash: str) -> _Served | None:
+        origin = self._by_hash.get(origin_hash)
+        if origin is None:
+            self._by_hash = {
+                log_prefix(log.origin)[4:]: log.origin for log in logstore.list_logs(self.conn)
+            }
+            origin = self._by_hash.get(origin_hash)
+            if origin is None:
+                return None
+        log = logstore.get_log(self.conn, origin)
+        return None if log is None else _Served(log, origin in self.public)
+
+    def is_public_path(self, path: str) -> bool:
+        parts = path.split("/", 3)
+        if len(parts) < 3 or parts[1] != "log":
+            return False
+        if parts[2] not in self._by_hash:
+            self.find(parts[2])  # refreshes the map
+        return self._by_hash.get(parts[2]) in self.public
+
+
+DIRECTORY = web.AppKey("hashfed_logs", LogDirectory)
+
+
+def _cache(served: _Served, policy: str) -> str:
+    return ("public, " if served.public else "private, ") + policy
+
+
+def _served(request: web.Request) -> _Served:
+    served = request.app[DIRECTORY].find(request.match_info["origin_hash"])
+    if served is None:
+        raise web.HTTPNotFound(text="no such log on this node\n")
+    check_read(request, served.log.origin, served.public)
+    return served
+
+
+async def list_logs(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY]
+    peer = request_peer(request)
+    public = directory.public
+    rows = []
+    for log in logstore.list_logs(directory.conn):
+        if log.origin not in public and (peer is None or not peer.may_read(log.origin)):
+            continue
+        rows.append(
+            {
+                "origin": log.origin,
+                "prefix": "/" + log_prefix(log.origin),
+                "own": log.own,
+                "size": log.size,
+                "root": log.root.hex(),
+                "checkpoint": log.checkpoint,
+            }
+        )
+    return web.json_response({"logs": rows}, headers={"Cache-Control": "private, no-cache"})
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    served = _served(request)
+    if served.log.checkpoint is None:
+        raise web.HTTPNotFound(text="this log has no checkpoint yet\n")
+    return web.Response(
+        text=served.log.checkpoint,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": _cache(served, CHECKPOINT_CACHE)},
+    )
+
+
+def _available_width(size: int, level: int, index: int) -> int:
+    """Returns how many hashes (or entries) tile (level, index) holds at this size."""
+    count = size >> (TILE_HEIGHT * level)
+    return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
+
+
+async def get_tile(request: web.Request) -> web.StreamResponse:
+    served = _served(request)
+    try:
+        ref = parse_tile_path("tile/" + request.match_info["tail"])
+    except (MalformedTile, ValueError):
+        raise web.HTTPNotFound(text="not a tile path\n") from None
+    log, conn = served.log, request.app[DIRECTORY].conn
+    level = 0 if ref.level is None else ref.level
+    if _available_width(log.size, level, ref.index) < ref.width:
+        raise web.HTTPNotFound(text="the log does not have that tile yet\n")
+    headers = {"Cache-Control": _cache(served, IMMUTABLE)}
+    if ref.level is not None:
+        data = logstore.read_tile(conn, log.id, ref.level, ref.index, ref.width)
+        return web.Response(body=data, content_type="application/octet-stream", headers=headers)
+    stored = logstore.read_bundle(conn, log.id, ref.index)
+    if stored is None or stored[0] < ref.width:
+        raise web.HTTPNotFound(text="the log does not have that bundle\n")
+    body = _bundle_prefix(stored[1], ref.width) if stored[0] > ref.width else stored[1]
+    response = web.Response(body=body, content_type="application/octet-stream", headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+def _bundle_prefix(data: bytes, width: int) -> bytes:
+    pos = 0
+    for _ in range(width):
+        pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
+    return data[:pos]
+
+
+async def get_content(request: web.Request) -> web.StreamResponse:
+    served = _served(request)
+    try:
+        ref = parse_content_path("content/" + request.match_info["tail"])
+    except (MalformedTile, ValueError):
+        raise web.HTTPNotFound(text="not a content path\n") from None
+    log = served.log
+    if _available_width(log.size, 0, ref.index) < ref.width:
+        raise web.HTTPNotFound(text="the log does not have that bundle yet\n")
+    body = content_bundle(request.app[DIRECTORY].conn, log.id, ref.index, ref.width)
+    response = web.Response(
+        body=body,
+        content_type="application/octet-stream",
+        headers={"Cache-Control": _cache(served, CONTENT_CACHE)},
+    )
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int) -> bytes:
+    """Returns content bundle index: each entry's content, empty where there is none.
+
+    Content is re-encoded from the bank row (the encoding is canonical, so the
+    bytes are the ones the author committed to). Retracted and erased entries,
+    and entries that are not hash additions, have empty content.
+    """
+    start = index * ENTRY_BUNDLE_WIDTH
+    items = [b""] * width
+    rows = conn.execute(
+        "SELECT idx, kind, hash, quality, labels, added, salt FROM bank WHERE log_id = ?"
+        " AND idx >= ? AND idx < ? AND status != 'retracted' AND hash IS NOT NULL"
+        " AND salt IS NOT NULL",
+        (log_id, start, start + width),
+    )
+    for idx, kind, digest, quality, labels, added, salt in rows:
+        content = HashContent(
+            Kind(kind),
+            bytes(digest),
+            quality,
+            tuple(labels.split(",")) if labels else (),
+            int(added),
+            bytes(salt),
+        )
+        items[idx - start] = content.encode()
+    return encode_bundle(items)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def _timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(text="request timed out\n") from None
+
+    return middleware
+
+
+def create_app(
+    conn: sqlite3.Connection,
+    server_name: str,
+    config: ServerConfig,
+    clock: Callable[[], int] | None = None,
+) -> web.Application:
+    """Builds the node's HTTP application over a database connection.
+
+    server_name is this node's origin: the audience peers name in their session
+    requests.
+    """
+    app = web.Application(
+        client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
+    )
+    directory = LogDirectory(conn, config.public_logs)
+    app[DIRECTORY] = directory
+
+    def configured_peers() -> dict[str, peers.Peer]:
+        return {peer.name: peer for peer in peers.list_peers(conn)}
+
+    store = (
+        SessionStore(server_name, configured_peers)
+        if clock is None
+        else SessionStore(server_name, configured_peers, clock=clock)
+    )
+    setup_auth(app, store, is_public=directory.is_public_path)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/logs", list_logs)
+    app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/checkpoint", get_checkpoint)
+    app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/tile/{tail:.+}", get_tile)
+    app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/content/{tail:.+}", get_content)
+    return app
+
+
+__all__ = ["HASH_SIZE", "content_bundle", "create_app"]

@@ -1,0 +1,121 @@
+"""Sync for a node: every trusted origin, from the configured peers, once or in a loop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from hashfed.node import peers
+from hashfed.node.errors import NodeError
+from hashfed.node.home import Node
+from hashfed.node.syncstore import SqliteSyncStore
+from hashfed.signing.keys import parse_verifier
+from hashfed.sync.auth import SessionClient
+from hashfed.sync.engine import ApplyPolicy, Progress, SyncResult, sync_origin
+from hashfed.sync.errors import Equivocation, Halted, SyncError
+from hashfed.sync.fetch import HttpFetcher, Limits
+
+Clock = Callable[[], int]
+ProgressFactory = Callable[[str, str], Progress | None]
+
+
+@dataclass
+class Outcome:
+    """How the sync of one origin went: the result from the peer that served it, or why not."""
+
+    origin: str
+    result: SyncResult | None = None
+    errors: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+async def sync_node(
+    node: Node,
+    *,
+    peer_name: str | None = None,
+    origin: str | None = None,
+    progress: ProgressFactory | None = None,
+    limits: Limits | None = None,
+) -> list[Outcome]:
+    """Syncs each trusted origin (or just origin) from the peers (or just peer_name)."""
+    conn = node.db.conn
+    trusted = [t for t in peers.list_trust(conn) if origin is None or t.origin == origin]
+    peer_list = [p for p in peers.list_peers(conn) if peer_name is None or p.name == peer_name]
+    if origin is not None and not trusted:
+        raise NodeError(f"this node does not trust {origin}; add it with 'hashfed trust add'")
+    if peer_name is not None and not peer_list:
+        raise NodeError(f"no peer named {peer_name!r}; see 'hashfed peers list'")
+    if not trusted:
+        raise NodeError("this node trusts no log yet; add one with 'hashfed trust add VKEY'")
+    if not peer_list:
+        raise NodeError("this node has no peers to sync from; add one with 'hashfed peers add'")
+    store = SqliteSyncStore(node.db, retention=node.config.sync.retention)
+    outcomes = []
+    async with aiohttp.ClientSession() as session:
+        fetchers = [
+            HttpFetcher(session, p.name, p.url, SessionClient(node.peer_signer, p.key_name), limits)
+            for p in peer_list
+        ]
+        for log in trusted:
+            policy = ApplyPolicy(log.role, node.config.min_pdq_quality, node.config.sync.retention)
+            outcome = Outcome(log.origin, errors=[])
+            for fetcher in fetchers:
+                report = progress(log.origin, fetcher.name) if progress else None
+                try:
+                    result = await sync_origin(
+                        store, fetcher, log.origin, parse_verifier(log.vkey), policy, report
+                    )
+                except (Equivocation, Halted) as exc:
+                    outcome.errors = [*(outcome.errors or []), str(exc)]
+                    outcome.result = None
+                    break
+                except SyncError as exc:
+                    outcome.errors = [*(outcome.errors or []), str(exc)]
+                    continue
+                outcome.result = result
+                if result.status != "peer-behind":
+                    break  # else another peer may have a newer checkpoint
+            outcomes.append(outcome)
+    return outcomes
+
+
+def next_delay(
+    interval: float, jitter: float, failures: int, backoff_max: float, rng: random.Random
+) -> float:
+    """Returns the wait before the next background sync: the interval, doubled per
+    consecutive failure up to backoff_max, spread by ±jitter so nodes do not sync
+    in lockstep."""
+    base = min(interval * 2**failures, backoff_max) if failures else interval
+    return base * (1 + rng.uniform(-jitter, jitter))
+
+
+async def sync_loop(
+    node: Node,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    rounds: int | None = None,
+    on_round: Callable[[list[Outcome] | None, float], None] | None = None,
+) -> None:
+    """Syncs in the background until cancelled (or for rounds rounds, for tests)."""
+    config = node.config.sync
+    rng = rng or random.Random()
+    failures = 0
+    done = 0
+    while rounds is None or done < rounds:
+        try:
+            outcomes: list[Outcome] | None = await sync_node(node)
+            failed = any(not o.ok for o in outcomes or [])
+        except NodeError:
+            outcomes, failed = None, False  # nothing to sync yet: not a failure
+        failures = failures + 1 if failed else 0
+        delay = next_delay(config.interval, config.jitter, failures, config.backoff_max, rng)
+        if on_round is not None:
+            on_round(outcomes, delay)
+        done += 1
+        await sleep(delay)

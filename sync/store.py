@@ -1,0 +1,118 @@
+"""What sync needs from storage: the smallest interface the algorithm uses.
+
+Sync never writes anything it has not verified into the applied log. It works in
+two stages, with storage in between:
+
+1. Fetch and verify. Entry bundles (with their content bundles) are fetched from
+   a peer and *staged* as they arrive, so an interrupted sync resumes without
+   fetching them again; staged data is not part of the log or the bank.
+2. Apply. Once the staged entries rebuild the new checkpoint's root, one
+   transaction (an ``ApplyTx``) writes the tiles, the bundles, the bank changes
+   and the new checkpoint together: the bank and the node's checkpoint for an
+   origin only ever move together.
+
+The node implements this with SQLite (``hashfed.node.syncstore``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from hashfed.protocol.evidence import Evidence
+
+
+@dataclass(frozen=True)
+class LogState:
+    """The applied state of one origin: its latest verified checkpoint."""
+
+    origin: str
+    vkey: str
+    size: int
+    root: bytes
+    checkpoint: str | None
+    halted: bool
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One staged entry bundle: entries start..start+count-1 and their content."""
+
+    index: int
+    count: int
+    entries: bytes
+    content: bytes
+
+
+@dataclass(frozen=True)
+class BankAddition:
+    """A hash addition to apply: the content is None when it was erased at the source."""
+
+    index: int
+    kind: str | None
+    hash: bytes | None
+    quality: int | None
+    labels: str
+    added: int | None
+    salt: bytes | None
+    status: str = "active"  # or "skipped": kept (and served onward) but not applied
+
+
+class ApplyTx(Protocol):
+    """One atomic application of verified entries to an origin's log and bank."""
+
+    def addition_status(self, index: int) -> str | None:
+        """Returns "active"/"retracted" for an addition of this origin, else None."""
+
+    def write_tiles(self, tiles: dict[tuple[int, int], bytes]) -> None: ...
+
+    def write_bundle(self, index: int, count: int, data: bytes) -> None: ...
+
+    def add_hashes(self, rows: list[BankAddition]) -> None: ...
+
+    def retract(self, rows: list[tuple[int, int, str, int]]) -> None:
+        """Marks additions retracted: (index, retracted_by, reason, time) each."""
+
+    def add_feedback(self, rows: list[tuple[int, str, int, str, str, int]]) -> None:
+        """Stores feedback: (index, target origin, target index, verdict, tags, time)."""
+
+    def flag(self, rows: list[tuple[int, str]]) -> None:
+        """Keeps entries that failed a record check: (index, reason) each."""
+
+    def set_checkpoint(self, size: int, root: bytes, note: str) -> None: ...
+
+    def clear_staged(self) -> None:
+        """Drops the staged bundles, now applied (with the rest of the transaction)."""
+
+
+class SyncStore(Protocol):
+    """Storage for the logs a node mirrors."""
+
+    def state(self, origin: str) -> LogState | None:
+        """Returns the applied state of origin, or None if the node does not follow it."""
+
+    def read_tile(self, origin: str, level: int, index: int, width: int) -> bytes:
+        """Returns a verified tile of the applied log (LookupError if not stored)."""
+
+    def read_bundle(self, origin: str, index: int) -> tuple[int, bytes] | None:
+        """Returns (count, data) of an applied entry bundle."""
+
+    def stage(self, origin: str, bundle: Staged) -> None:
+        """Persists a fetched bundle before it is verified against a checkpoint."""
+
+    def staged_counts(self, origin: str) -> dict[int, int]:
+        """Returns {bundle index: entry count} of every staged bundle of origin."""
+
+    def read_staged(self, origin: str, index: int) -> Staged | None: ...
+
+    def clear_staged(self, origin: str) -> None: ...
+
+    def apply(self, origin: str) -> AbstractContextManager[ApplyTx]:
+        """Opens the transaction that applies verified entries (all or nothing)."""
+
+    def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
+        """Keeps proof that origin signed inconsistent checkpoints; halts the origin."""
+
+    def record_sync(self, origin: str, peer: str, error: str | None) -> None:
+        """Records the outcome of a sync attempt, for status."""
