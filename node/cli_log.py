@@ -234,18 +234,24 @@ def log_proof(home: Path, index: int) -> None:
 
 
 @log_group.command("verify")
+@click.option("--origin", help="Verify this mirrored log instead of the node's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def log_verify(home: Path, as_json: bool) -> None:
+def log_verify(home: Path, origin: str | None, as_json: bool) -> None:
     """Re-derive every tile, the root and the bank from the entries, and check the signature.
 
     Exits 1 and names each discrepancy (a tampered entry, tile, checkpoint or
-    bank row) if there is any.
+    bank row) if there is any. With --origin, checks a log this node mirrors.
+
+    \b
+    Example:
+        hashfed log verify --origin stopncii.example/bank --json
     """
     with open_node(home) as node:
         conn = node.db.conn
-        log = logstore.get_log(conn, node.config.origin)
-        assert log is not None
+        log = logstore.get_log(conn, origin or node.config.origin)
+        if log is None:
+            raise click.ClickException(f"this node holds no log {origin!r}")
         report = VerifyReport(origin=log.origin)
         verify_log(conn, log, report)
         verify_bank(conn, log, report)

@@ -54,7 +54,7 @@ def peers_add(home: Path, name: str, url: str, vkey: str, read: tuple[str, ...])
     'hashfed keys show' on that node (its name is the node's origin). The peer
     may then read this node's logs (all of them, or only the --read ones;
     logs in [server] public_logs are open to anyone), and sync may fetch
-    logs from URL.
+    logs from URL. A URL of - adds a peer that only reads from this node.
 
     \b
     Example:
@@ -66,7 +66,8 @@ def peers_add(home: Path, name: str, url: str, vkey: str, read: tuple[str, ...])
     with open_node(home) as node, transaction(node.db) as conn:
         peer = peers.add_peer(conn, name, url, vkey, read or None)
     scope = "every log" if peer.read is None else ", ".join(peer.read)
-    click.echo(f"added peer {peer.name} at {peer.url} (key {peer.key_name}); it may read {scope}")
+    where = f"at {peer.url}" if peer.url else "(reads only; never synced from)"
+    click.echo(f"added peer {peer.name} {where} (key {peer.key_name}); it may read {scope}")
 
 
 @peers_group.command("list")

@@ -103,7 +103,7 @@ def sync_command(
                     f"{row['old_size']} -> {row['new_size']}; {row['applied']} applied, "
                     f"{row['retracted']} retracted, {row['flagged']} flagged"
                 )
-            for error in row["errors"]:
+            for error in row["errors"] if not row["ok"] else []:
                 click.echo(f"{row['origin']}: {error}", err=True)
     if not all(o.ok for o in outcomes):
         sys.exit(1)

@@ -90,7 +90,13 @@ def check_ed25519_vkey(vkey: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """Returns url without a trailing '/', raising InvalidPeer unless it is an http(s) base URL."""
+    """Returns url without a trailing '/', raising InvalidPeer unless it is an http(s) base URL.
+
+    "-" stands for a peer that only reads from this node: it is stored as "" and
+    sync never fetches from it.
+    """
+    if url == "-":
+        return ""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a bad port)

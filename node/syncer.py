@@ -46,11 +46,13 @@ async def sync_node(
     """Syncs each trusted origin (or just origin) from the peers (or just peer_name)."""
     conn = node.db.conn
     trusted = [t for t in peers.list_trust(conn) if origin is None or t.origin == origin]
-    peer_list = [p for p in peers.list_peers(conn) if peer_name is None or p.name == peer_name]
+    peer_list = [
+        p for p in peers.list_peers(conn) if p.url and (peer_name is None or p.name == peer_name)
+    ]
     if origin is not None and not trusted:
         raise NodeError(f"this node does not trust {origin}; add it with 'hashfed trust add'")
     if peer_name is not None and not peer_list:
-        raise NodeError(f"no peer named {peer_name!r}; see 'hashfed peers list'")
+        raise NodeError(f"no peer named {peer_name!r} to sync from; see 'hashfed peers list'")
     if not trusted:
         raise NodeError("this node trusts no log yet; add one with 'hashfed trust add VKEY'")
     if not peer_list:
