@@ -49,7 +49,14 @@ from hashfed.protocol.merkle import (
     leaf_hashes,
     root_from_subtrees,
 )
-from hashfed.protocol.records import Addition, Feedback, Retraction, decode_content, decode_record
+from hashfed.protocol.records import (
+    Addition,
+    Feedback,
+    Retraction,
+    addition_commit,
+    decode_content,
+    decode_record,
+)
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TileHashReader, TreeBuilder, encode_bundle
 from hashfed.protocol.validation import (
     Policy,
@@ -93,6 +100,7 @@ class SyncResult:
     applied: int = 0
     flagged: int = 0
     retracted: int = 0
+    retracted_indices: list[int] = field(default_factory=list)  # the entries retracted
     details: list[str] = field(default_factory=list)
 
 
@@ -180,7 +188,20 @@ def _check_not_ahead(store: SyncStore, state: LogState, cp: Checkpoint, note: st
 
 def split_bundle(data: bytes, what: str) -> list[bytes]:
     """Returns the uint16-length-prefixed items of a bundle (MalformedBundle if truncated)."""
-    items, pos, end = [], 0, len(data)
+    end = len(data)
+    if end >= 2:
+        # Fast path: every item has the first one's length (a batch of additions,
+        # or of contents with the same labels), checked for all prefixes at once.
+        length = (data[0] << 8) | data[1]
+        step = length + 2
+        count, rest = divmod(end, step)
+        if (
+            rest == 0
+            and data[0::step] == bytes((data[0],)) * count
+            and data[1::step] == bytes((data[1],)) * count
+        ):
+            return [data[pos : pos + length] for pos in range(2, end - length + 1, step)]
+    items, pos = [], 0
     while pos < end:
         if pos + 2 > end:
             raise MalformedBundle(f"{what} ends inside an item length")
@@ -199,7 +220,10 @@ def _widths(old: int, new: int) -> Iterator[tuple[int, int]]:
         yield index, min(ENTRY_BUNDLE_WIDTH, new - index * ENTRY_BUNDLE_WIDTH)
 
 
-async def _fetch_pair(fetcher: Fetcher, origin: str, index: int, width: int) -> Staged:
+async def _fetch_pair(
+    fetcher: Fetcher, origin: str, index: int, width: int
+) -> tuple[Staged, list[bytes]]:
+    """Fetches bundle index and its content; returns them staged, with the entries split."""
     entries, content = await asyncio.gather(
         fetcher.bundle(origin, index, width), fetcher.content(origin, index, width)
     )
@@ -213,7 +237,14 @@ async def _fetch_pair(fetcher: Fetcher, origin: str, index: int, width: int) -> 
         raise PeerFault(
             f"{what} holds {len(items)} entries and {len(contents)} contents, want {width}"
         )
-    return Staged(index, width, encode_bundle(items[:width]), encode_bundle(contents[:width]))
+    # A bundle of exactly width items is its own prefix: no need to re-encode it.
+    staged = Staged(
+        index,
+        width,
+        entries if len(items) == width else encode_bundle(items[:width]),
+        content if len(contents) == width else encode_bundle(contents[:width]),
+    )
+    return staged, items[:width]
 
 
 async def _fetch_and_verify(
@@ -237,7 +268,7 @@ async def _fetch_and_verify(
     wanted = list(_widths(old, cp.size))
     staged = {} if fresh else store.staged_counts(origin)
     reused = False
-    tasks: dict[int, asyncio.Task[Staged]] = {}
+    tasks: dict[int, asyncio.Task[tuple[Staged, list[bytes]]]] = {}
     try:
         for position, (index, width) in enumerate(wanted):
             for ahead_index, ahead_width in wanted[position : position + window]:
@@ -246,13 +277,13 @@ async def _fetch_and_verify(
                         _fetch_pair(fetcher, origin, ahead_index, ahead_width)
                     )
             if index in tasks:
-                bundle = await tasks.pop(index)
+                bundle, entries = await tasks.pop(index)
                 store.stage(origin, bundle)
             else:
                 have = store.read_staged(origin, index)
                 assert have is not None
                 bundle, reused = have, True
-            entries = split_bundle(bundle.entries, "staged bundle")[:width]
+                entries = split_bundle(bundle.entries, "staged bundle")[:width]
             skip = max(old - index * ENTRY_BUNDLE_WIDTH, 0)
             builder.append(leaf_hashes(entries[skip:]))
             if progress is not None:
@@ -337,9 +368,11 @@ class _Changes:
 
     def flush(self, tx: ApplyTx) -> None:
         tx.add_hashes(self.additions)
+        # Flags before retractions: a retraction drops the "content unavailable"
+        # flag of its target, which may be in this same batch.
+        tx.flag(self.flags)
         tx.retract(self.retractions)
         tx.add_feedback(self.feedback)
-        tx.flag(self.flags)
         self.additions, self.retractions, self.feedback, self.flags = [], [], [], []
 
 
@@ -354,6 +387,7 @@ def _apply(
     origin, old = state.origin, state.size
     rules = Policy(min_pdq_quality=policy.min_pdq_quality)
     allowed = AUTHORED[policy.role]
+    additions = Addition in allowed
     try:
         with store.apply(origin) as tx:
             builder = TreeBuilder.resume(old, _our_tiles(store, origin))
@@ -371,6 +405,18 @@ def _apply(
                     assert stored is not None and stored[0] >= skip
                     entries[:skip] = split_bundle(stored[1], "stored bundle")[:skip]
                 for offset in range(skip, width):
+                    content = contents[offset]
+                    commit = addition_commit(entries[offset]) if additions and content else None
+                    if commit is not None:
+                        # What _apply_entry does for an addition with content, minus the
+                        # dispatch: the hot path, as almost every entry is one.
+                        position = base + offset
+                        flag = _flagger(position, changes, result)
+                        _apply_addition(
+                            position, Addition(commit), content, rules, statuses, changes, flag
+                        )
+                        result.applied += 1
+                        continue
                     _apply_entry(
                         base + offset,
                         entries[offset],
@@ -386,7 +432,9 @@ def _apply(
                 changes.flush(tx)
                 builder.append(leaf_hashes(entries[skip:]))
                 tx.write_tiles(builder.changed_tiles())
-                tx.write_bundle(index, width, encode_bundle(entries))
+                # The staged bytes are the bundle when they hold exactly these entries.
+                whole = not skip and len(bundle.entries) == 2 * width + sum(map(len, entries))
+                tx.write_bundle(index, width, bundle.entries if whole else encode_bundle(entries))
             if builder.root() != cp.root:
                 raise AssertionError("bad math: verified entries no longer rebuild the root")
             tx.set_checkpoint(cp.size, cp.root, note)
@@ -394,6 +442,14 @@ def _apply(
     except PeerFault:
         store.clear_staged(origin)
         raise
+
+
+def _flagger(index: int, changes: _Changes, result: SyncResult) -> Callable[[str], None]:
+    def flag(reason: str) -> None:
+        changes.flags.append((index, reason))
+        result.flagged += 1
+
+    return flag
 
 
 def _apply_entry(
@@ -414,10 +470,13 @@ def _apply_entry(
 
     try:
         record = decode_record(entry)
-    except UnknownRecord as exc:
-        return flag(f"unknown record (a newer hashfed?): {exc}")
-    except MalformedRecord as exc:
-        return flag(f"malformed record: {exc}")
+    except (UnknownRecord, MalformedRecord) as exc:
+        if content:
+            raise PeerFault(f"entry {index} is not a hash addition but has content") from None
+        kind = "unknown" if isinstance(exc, UnknownRecord) else "malformed"
+        return flag(f"{kind} record: {exc}")
+    if content and not isinstance(record, Addition):
+        raise PeerFault(f"entry {index} is not a hash addition but has content")
     if not isinstance(record, allowed):
         return flag(f"{type(record).__name__.lower()} records from a {policy.role} are not applied")
     if isinstance(record, Addition):
@@ -432,6 +491,7 @@ def _apply_entry(
             changes.retractions.append((target, index, record.reason.value, record.time))
             statuses.changed[target] = "retracted"
         result.retracted += len(record.indices)
+        result.retracted_indices.extend(record.indices)
         result.applied += 1
     else:
         try:

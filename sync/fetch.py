@@ -79,6 +79,8 @@ class HttpFetcher:
         self._session = session
         self._base = base_url.rstrip("/")
         self._auth = auth
+        self._anonymous = False  # the peer refused a session: only public logs are readable
+        self._refusal = ""
         limits = limits or Limits()
         self._timeout = aiohttp.ClientTimeout(
             total=limits.total, sock_connect=limits.connect, sock_read=limits.read
@@ -115,15 +117,21 @@ class HttpFetcher:
     async def _get(self, path: str, limit: int, retried: bool = False) -> bytes:
         url = f"{self._base}/{path}"
         headers = {}
-        if self._auth is not None:
+        if self._auth is not None and not self._anonymous:
             try:
                 headers["Authorization"] = await self._auth.authorization(self._session, self._base)
             except SessionRefused as exc:
-                raise PeerFault(f"{self.name}: refused a session: {exc}") from None
+                if exc.status != 401:
+                    raise PeerFault(f"{self.name}: refused a session: {exc}") from None
+                # Not one of its peers: public logs can still be read anonymously;
+                # a private one answers 401 below, naming the refusal.
+                self._anonymous, self._refusal = True, str(exc)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise PeerFault(f"{self.name}: session request failed: {exc!r}") from None
         try:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                if resp.status == 401 and self._anonymous:
+                    raise PeerFault(f"{self.name}: refused a session: {self._refusal}")
                 if resp.status == 401 and self._auth is not None and not retried:
                     self._auth.invalidate()
                     return await self._get(path, limit, retried=True)
