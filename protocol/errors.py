@@ -53,3 +53,7 @@ class OriginMismatch(ProtocolError):
 
 class MalformedSessionRequest(ProtocolError):
     """A peer-authentication session request is not in the hashfed-session/v1 format."""
+
+
+class MalformedPolicy(ProtocolError):
+    """A c2sp.org/tlog-policy file breaks the format; the message names the line."""

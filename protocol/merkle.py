@@ -331,6 +331,22 @@ def check_consistency(
             f"consistency proof from size {size1} to {size2} has {len(proof)} hashes, want {want}"
         )
     seeded = [root1, *proof] if size1 & (size1 - 1) == 0 else list(proof)
+    fr, sr = _consistency_walk(size1, size2, seeded)
+    if fr != root1:
+        raise ProofFailed(
+            f"consistency proof from size {size1} to {size2} gives old root "
+            f"{fr.hex()}, want {root1.hex()}"
+        )
+    if sr != root2:
+        raise ProofFailed(
+            f"consistency proof from size {size1} to {size2} gives new root "
+            f"{sr.hex()}, want {root2.hex()}"
+        )
+
+
+def _consistency_walk(size1: int, size2: int, seeded: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """_consistency_walk returns the (old, new) roots a length-checked proof hashes to
+    (RFC 9162 §2.1.4.2); seeded starts with the old root when size1 is a power of 2."""
     fn, sn = size1 - 1, size2 - 1
     while fn & 1:
         fn >>= 1
@@ -349,16 +365,21 @@ def check_consistency(
         sn >>= 1
     if sn != 0:
         raise AssertionError("bad math: consistency proof length check let a bad proof through")
-    if fr != root1:
-        raise ProofFailed(
-            f"consistency proof from size {size1} to {size2} gives old root "
-            f"{fr.hex()}, want {root1.hex()}"
-        )
-    if sr != root2:
-        raise ProofFailed(
-            f"consistency proof from size {size1} to {size2} gives new root "
-            f"{sr.hex()}, want {root2.hex()}"
-        )
+    return fr, sr
+
+
+def consistency_roots(size1: int, size2: int, proof: Sequence[bytes]) -> tuple[bytes, bytes] | None:
+    """consistency_roots returns the (old, new) roots that a consistency proof from size1
+    to size2 hashes to, or None if the proof cannot tell: size1 is 0 or a power of two
+    (the proof then omits the old root), the sizes are not increasing, or the proof has
+    the wrong length or hashes. Witnesses use it to turn a failed proof into evidence."""
+    if not 0 < size1 < size2 < _MAX_SIZE or size1 & (size1 - 1) == 0:
+        return None
+    if len(proof) != _consistency_proof_len(size1, size2) or any(
+        len(h) != HASH_SIZE for h in proof
+    ):
+        return None
+    return _consistency_walk(size1, size2, list(proof))
 
 
 def _consistency_proof_len(size1: int, size2: int) -> int:
