@@ -55,6 +55,9 @@ SESSION_PATH = "/v1/auth/session"
 HEALTH_PATH = "/healthz"
 """The health check, served without authentication."""
 
+OPEN_PREFIXES = ("/v1/cases",)
+"""Paths for people rather than peers, served without a session (the case desk, node/caseapi.py)."""
+
 MAX_SESSION_BODY = 8192
 """Largest session request body accepted, in bytes (a note with one signature is ~200)."""
 
@@ -242,6 +245,10 @@ SESSION_STORE_KEY = web.AppKey("hashfed_session_store", SessionStore)
 PUBLIC_PATH_KEY: web.AppKey[Callable[[str], bool]] = web.AppKey("hashfed_public_path")
 """Where setup_auth keeps the predicate telling public log paths."""
 
+API_AUTH_KEY: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("hashfed_api_auth")
+"""Optional: reports whether a request carries a valid local API token for its path
+(node/api.py sets it); such a request is let through without a peer session."""
+
 PEER_KEY = web.RequestKey("hashfed_peer", Peer)
 """Where the middleware keeps the authenticated peer on a request (absent if anonymous)."""
 
@@ -303,12 +310,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if path in (SESSION_PATH, HEALTH_PATH):
+    if path in (SESSION_PATH, HEALTH_PATH) or any(
+        path == p or path.startswith(p + "/") for p in OPEN_PREFIXES
+    ):
         return await handler(request)
     header = request.headers.get("Authorization")
     if request.app[PUBLIC_PATH_KEY](path) and (
         header is None or not header.lower().startswith("bearer ")
     ):
+        return await handler(request)
+    api_auth = request.app.get(API_AUTH_KEY)
+    if api_auth is not None and api_auth(request):
         return await handler(request)
     try:
         request[PEER_KEY] = request.app[SESSION_STORE_KEY].authenticate(header)

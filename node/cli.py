@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from hashfed.node.cli_case import case_group, cases_group
 from hashfed.node.cli_hash import hash_command
 from hashfed.node.cli_log import log_group, publish_command, retract_command
+from hashfed.node.cli_match import feedback_command, match_command
 from hashfed.node.cli_peers import peers_group, trust_group
 from hashfed.node.cli_sync import serve_command, status_command, sync_command
 from hashfed.node.config import ROLES, default_origin
@@ -126,3 +128,7 @@ main.add_command(trust_group)
 main.add_command(sync_command)
 main.add_command(status_command)
 main.add_command(serve_command)
+main.add_command(match_command)
+main.add_command(feedback_command)
+main.add_command(case_group)
+main.add_command(cases_group)

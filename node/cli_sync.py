@@ -14,8 +14,11 @@ from typing import Any
 
 import click
 from aiohttp import web
+from hashfed.hasher.index import warm_up
 from hashfed.node import logstore, peers
 from hashfed.node.auth import ACCESS_LOG_FORMAT
+from hashfed.node.bankindex import BankIndex, refresh_loop
+from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
 from hashfed.node.db import open_database
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
@@ -127,6 +130,9 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
             0
         ]
         halted = conn.execute("SELECT halted FROM logs WHERE id = ?", (log.id,)).fetchone()[0]
+        feedback = conn.execute(
+            "SELECT count(*) FROM feedback WHERE target_origin = ?", (log.origin,)
+        ).fetchone()[0]
         rows.append(
             {
                 "origin": log.origin,
@@ -140,6 +146,7 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
                 "last_error": sync[3],
                 "failures": sync[4],
                 "flagged": flagged,
+                "feedback": feedback,
                 "halted": bool(halted),
                 "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
             }
@@ -151,7 +158,9 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
 @output_options
 @click.pass_obj
 def status_command(home: Path, fmt: str) -> None:
-    """Show each log: size, last sync, lag, peer, errors, flagged entries and evidence.
+    """Show each log: size, last sync, lag, peer, errors, flagged entries, feedback, evidence.
+
+    feedback counts the feedback records this node holds about entries of that log.
 
     Exits 1 if any origin is halted by evidence of equivocation.
 
@@ -175,6 +184,7 @@ def status_command(home: Path, fmt: str) -> None:
                 "last_peer",
                 "failures",
                 "flagged",
+                "feedback",
                 "halted",
                 "evidence_count",
                 "last_error",
@@ -198,6 +208,7 @@ def status_command(home: Path, fmt: str) -> None:
                 "last_error",
                 "failures",
                 "flagged",
+                "feedback",
                 "halted",
             ],
         )
@@ -234,23 +245,37 @@ def serve_command(
     if interval is not None:
         node.config = replace(config, sync=replace(config.sync, interval=interval))
     read_db = open_database(config.database)
-    app = create_app(read_db.conn, config.origin, server)
+    index = BankIndex.load(read_db.conn)
+    app = create_app(
+        read_db.conn, config.origin, server, match_index=index, api_token=node.api_token()
+    )
+
+    def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
+        for outcome in outcomes or []:
+            if outcome.result is not None:
+                index.update_from_sync(read_db.conn, outcome.result)
 
     async def background_sync(_app: web.Application) -> AsyncIterator[None]:
-        task = None if no_sync else asyncio.create_task(sync_loop(node))
+        await asyncio.to_thread(warm_up)
+        task = None if no_sync else asyncio.create_task(sync_loop(node, on_round=after_round))
+        refresher = asyncio.create_task(refresh_loop(index, read_db.conn))
         yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for t in (task, refresher):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         node.close()
         read_db.conn.close()
 
     app.cleanup_ctx.append(background_sync)
+    if config.role == "publisher":
+        serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
     tls = None
     if config.tls_files is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(*config.tls_files)
+    click.echo(f"match index: {len(index)} active hashes; POST /v1/match with keys/api.token")
     click.echo(
         f"serving {config.origin} on {'https' if tls else 'http'}://{server.listen}:{server.port}"
     )
@@ -260,6 +285,7 @@ def serve_command(
         port=server.port,
         ssl_context=tls,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=RedactingAccessLogger,
         shutdown_timeout=10,
         print=None,
     )

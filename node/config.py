@@ -68,6 +68,36 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class CasesConfig:
+    """The ``[cases]`` section: the publisher's case desk (node/cases.py, specs/case-api.md).
+
+    review holds new cases for the operator's approval. Pending hashes are
+    published every batch_interval seconds, with their time rounded down to
+    time_granularity. open_burst/open_per_hour and guess_burst/guess_per_hour
+    are per-client token buckets for opening cases and for PIN checks;
+    max_failures wrong PINs lock a case for lockout seconds, doubling each time
+    (at most a day). smtp_* say where the optional email goes (smtp_host empty:
+    no email). client_ip_header names a header a trusted reverse proxy sets to
+    the client's address (empty: the TCP peer's address).
+    """
+
+    review: bool = False
+    batch_interval: float = 3600
+    time_granularity: int = 3600
+    open_burst: int = 5
+    open_per_hour: float = 10
+    guess_burst: int = 10
+    guess_per_hour: float = 30
+    max_failures: int = 5
+    lockout: int = 60
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_starttls: bool = False
+    client_ip_header: str = ""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """What ``hashfed.toml`` says about a node."""
 
@@ -77,6 +107,7 @@ class NodeConfig:
     min_pdq_quality: int = DEFAULT_MIN_PDQ_QUALITY
     server: ServerConfig = field(default_factory=ServerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    cases: CasesConfig = field(default_factory=CasesConfig)
 
     @property
     def database(self) -> Path:
@@ -149,7 +180,7 @@ def write_config(config: NodeConfig) -> None:
         f"jitter = {_toml_number(sync.jitter)}\n"
         f"backoff_max = {_toml_number(sync.backoff_max)}\n"
         "# Seconds to keep a retracted hash once the retraction is applied (0: erase at once).\n"
-        f"retention = {sync.retention}\n"
+        f"retention = {sync.retention}\n" + _cases_toml(config.cases)
     )
     path = config.home / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -183,6 +214,7 @@ def load_config(home: Path) -> NodeConfig:
         min_pdq_quality=quality,
         server=_server_config(path, _section(path, data, "server", ServerConfig)),
         sync=_sync_config(path, _section(path, data, "sync", SyncConfig)),
+        cases=_cases_config(path, _section(path, data, "cases", CasesConfig)),
     )
 
 
@@ -263,3 +295,70 @@ def _sync_config(path: Path, section: dict[str, Any]) -> SyncConfig:
         path, "[sync] retention", section.get("retention", d.retention), 0, 100 * 365 * 86400
     )
     return SyncConfig(interval, jitter, backoff, retention)
+
+
+def _cases_toml(cases: CasesConfig) -> str:
+    flag = {True: "true", False: "false"}
+    return (
+        "\n"
+        "[cases]\n"
+        "# The case desk (publisher only). Hold new cases for 'hashfed cases approve'?\n"
+        f"review = {flag[cases.review]}\n"
+        "# Seconds between batches that publish pending case hashes, and the granularity\n"
+        "# (seconds) their published time is rounded down to.\n"
+        f"batch_interval = {_toml_number(cases.batch_interval)}\n"
+        f"time_granularity = {cases.time_granularity}\n"
+        "# Per client address: cases opened (burst, then per hour) and PIN checks.\n"
+        f"open_burst = {cases.open_burst}\n"
+        f"open_per_hour = {_toml_number(cases.open_per_hour)}\n"
+        f"guess_burst = {cases.guess_burst}\n"
+        f"guess_per_hour = {_toml_number(cases.guess_per_hour)}\n"
+        "# Wrong PINs before a case is locked, and the first lockout in seconds (doubles).\n"
+        f"max_failures = {cases.max_failures}\n"
+        f"lockout = {cases.lockout}\n"
+        "# SMTP server for the optional email of the case number (empty host: no email).\n"
+        f"smtp_host = {_toml_string(cases.smtp_host)}\n"
+        f"smtp_port = {cases.smtp_port}\n"
+        f"smtp_from = {_toml_string(cases.smtp_from)}\n"
+        f"smtp_starttls = {flag[cases.smtp_starttls]}\n"
+        "# Header a trusted reverse proxy sets to the client's address (empty: none).\n"
+        f"client_ip_header = {_toml_string(cases.client_ip_header)}\n"
+    )
+
+
+def _bool(path: Path, where: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise NodeError(f"{path}: {where} must be true or false, not {value!r}")
+    return value
+
+
+def _cases_config(path: Path, section: dict[str, Any]) -> CasesConfig:
+    d = CasesConfig()
+
+    def get(name: str) -> Any:
+        return section.get(name, getattr(d, name))
+
+    day, week = 86400, 86400 * 7
+    config = CasesConfig(
+        review=_bool(path, "[cases] review", get("review")),
+        batch_interval=_number(path, "[cases] batch_interval", get("batch_interval"), 1, week),
+        time_granularity=_integer(
+            path, "[cases] time_granularity", get("time_granularity"), 1, day
+        ),
+        open_burst=_integer(path, "[cases] open_burst", get("open_burst"), 1, 10000),
+        open_per_hour=_number(path, "[cases] open_per_hour", get("open_per_hour"), 0.01, 1e6),
+        guess_burst=_integer(path, "[cases] guess_burst", get("guess_burst"), 1, 10000),
+        guess_per_hour=_number(path, "[cases] guess_per_hour", get("guess_per_hour"), 0.01, 1e6),
+        max_failures=_integer(path, "[cases] max_failures", get("max_failures"), 1, 100),
+        lockout=_integer(path, "[cases] lockout", get("lockout"), 1, day),
+        smtp_host=_string(path, "[cases] smtp_host", get("smtp_host")),
+        smtp_port=_integer(path, "[cases] smtp_port", get("smtp_port"), 1, 65535),
+        smtp_from=_string(path, "[cases] smtp_from", get("smtp_from")),
+        smtp_starttls=_bool(path, "[cases] smtp_starttls", get("smtp_starttls")),
+        client_ip_header=_string(path, "[cases] client_ip_header", get("client_ip_header")),
+    )
+    if config.smtp_host and "@" not in config.smtp_from:
+        raise NodeError(
+            f"{path}: [cases] smtp_from must be the sender's address when smtp_host is set"
+        )
+    return config

@@ -16,6 +16,8 @@ tables hold an own log and a mirrored one.
     staged       fetched entry bundles not yet verified against a checkpoint
     evidence     proof that an origin signed inconsistent checkpoints (halts it)
     sync_state   the outcome of the latest sync attempts, per origin
+    cases        the publisher's case desk: hashed case numbers and PINs, state
+    case_hashes  each case's hashes until published, then their log indices
 
 Entry bundles and tiles are stored as blobs, not a row per entry: a partial
 tile or bundle of any smaller width is a prefix of the stored one.
@@ -35,7 +37,7 @@ from pathlib import Path
 import sqlite_utils
 from hashfed.node.errors import DatabaseError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 _SCHEMA_1 = """
@@ -150,9 +152,43 @@ _SCHEMA_3 = """
         ALTER TABLE logs ADD COLUMN halted INTEGER NOT NULL DEFAULT 0;
         """
 
+# Schema 4: the publisher's case desk (node/cases.py, specs/case-api.md). A case
+# is known by SHA-256 of its number and a scrypt hash of its PIN, never either in
+# clear; case_hashes.hash is held only until the batch publishes it (the bank has
+# it from then on, and erases it on withdrawal). case_decoy takes the failed-guess
+# write of an unknown case number, so it costs what a wrong PIN costs.
+_SCHEMA_4 = """
+        CREATE TABLE cases (
+            id TEXT PRIMARY KEY,
+            number_hash BLOB NOT NULL UNIQUE,
+            pin_hash TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('review', 'pending', 'active', 'withdrawn', 'rejected')),
+            opened INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            lockouts INTEGER NOT NULL DEFAULT 0,
+            locked_until INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE case_hashes (
+            case_id TEXT NOT NULL REFERENCES cases(id),
+            position INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            hash BLOB,
+            quality INTEGER,
+            log_index INTEGER,
+            PRIMARY KEY (case_id, position)
+        );
+        CREATE TABLE case_decoy (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            failures INTEGER NOT NULL
+        );
+        INSERT INTO case_decoy (id, failures) VALUES (0, 0);
+        """
+
 # MIGRATIONS[n] is the SQL that takes a database at schema version n to n + 1.
 # Each runs in one transaction together with the user_version bump.
-MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]
+MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

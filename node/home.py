@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,18 @@ from hashfed.signing.keys import (
     write_key_file,
 )
 
+API_TOKEN_FILE = Path("keys") / "api.token"
+"""The local API token (``Authorization: Bearer`` for ``POST /v1/match``), beside the keys."""
+
+
+def ensure_api_token(home: Path) -> str:
+    """Returns the node's local API token, first creating ``keys/api.token`` (32 random
+    bytes, base64url, mode 0600) if the node has none."""
+    path = home / API_TOKEN_FILE
+    with contextlib.suppress(FileExistsError):
+        write_key_file(path, secrets.token_urlsafe(32) + "\n")
+    return read_key_file(path)
+
 
 @dataclass
 class Node:
@@ -43,6 +57,10 @@ class Node:
         """Returns the appender for this node's own log."""
         policy = Policy(min_pdq_quality=self.config.min_pdq_quality)
         return OwnLog(self.db, self.signer, self.config.signed_head, policy, clock)
+
+    def api_token(self) -> str:
+        """Returns the local API token (see :func:`ensure_api_token`)."""
+        return read_key_file(self.config.home / API_TOKEN_FILE)
 
     def close(self) -> None:
         self.db.conn.close()
@@ -67,6 +85,7 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     write_key_file(config.log_key, skey + "\n")
     peer_skey, _ = generate_key(origin)
     write_key_file(config.peer_key, peer_skey + "\n")
+    ensure_api_token(home)
     write_config(config)
     signer = parse_signer(skey)
     db = open_database(config.database)
@@ -98,6 +117,7 @@ def open_node(home: Path) -> Node:
             f"{config.peer_key} holds the log-signing key; the peer-authentication key must be "
             "a distinct key (a key signs one kind of thing only)"
         )
+    ensure_api_token(config.home)  # nodes created before the match API have none
     db = open_database(config.database)
     log = logstore.get_log(db.conn, config.origin)
     if log is None or log.vkey != signer.vkey():

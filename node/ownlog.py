@@ -52,6 +52,10 @@ from hashfed.signing.note import VerifierList
 
 Clock = Callable[[], int]
 
+Then = Callable[[sqlite3.Connection, "AppendResult"], None]
+"""Runs inside an append's transaction after the checkpoint is recorded (the case desk's
+bookkeeping); an exception rolls the whole append back."""
+
 
 def system_clock() -> int:
     """Returns whole seconds since the Unix epoch, UTC."""
@@ -129,7 +133,11 @@ class OwnLog:
     # -- public API ---------------------------------------------------------------
 
     def publish(
-        self, hashes: Iterable[NewHash], *, salts: Sequence[bytes] | None = None
+        self,
+        hashes: Iterable[NewHash],
+        *,
+        salts: Sequence[bytes] | None = None,
+        then: Then | None = None,
     ) -> AppendResult:
         """Validates and appends hash additions, refusing the whole batch on any bad one."""
         hashes = list(hashes)
@@ -160,9 +168,15 @@ class OwnLog:
             (item.kind.value, item.hash, item.quality, ",".join(item.labels), now, salt)
             for item, salt in zip(hashes, salts, strict=True)
         ]
-        return self._append(batch)
+        return self._append(batch, then=then)
 
-    def retract(self, indices: Iterable[int], reason: Reason = Reason.WITHDRAWN) -> AppendResult:
+    def retract(
+        self,
+        indices: Iterable[int],
+        reason: Reason = Reason.WITHDRAWN,
+        *,
+        then: Then | None = None,
+    ) -> AppendResult:
         """Appends retractions of earlier additions and erases their content."""
         wanted = sorted(set(indices))
         if not wanted:
@@ -172,7 +186,7 @@ class OwnLog:
             Retraction(now, reason, tuple(wanted[i : i + MAX_RETRACTION_INDICES]))
             for i in range(0, len(wanted), MAX_RETRACTION_INDICES)
         ]
-        result = self._append(_Batch(), retractions=records)
+        result = self._append(_Batch(), retractions=records, then=then)
         # Move the erased content out of the WAL file into the (secure-deleted) database.
         self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return result
@@ -192,10 +206,14 @@ class OwnLog:
 
     # -- the append path ------------------------------------------------------------
 
-    def _append(self, batch: _Batch, retractions: Sequence[Retraction] = ()) -> AppendResult:
+    def _append(
+        self, batch: _Batch, retractions: Sequence[Retraction] = (), then: Then | None = None
+    ) -> AppendResult:
         try:
             with transaction(self._db) as conn:
                 result = self._append_in(conn, batch, retractions)
+                if then is not None:
+                    then(conn, result)
         except BaseException:
             self._builder = None
             self._tail = []

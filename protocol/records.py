@@ -261,6 +261,21 @@ def encode_addition(commit: bytes) -> bytes:
     return _ADDITION_PREFIX + commit + _ADDITION_SUFFIX
 
 
+def addition_commit(data: bytes) -> bytes | None:
+    """Returns the commitment if data is a canonical addition entry, else None.
+
+    decode_record(data) returns Addition(addition_commit(data)) whenever this is
+    not None (the hot path of sync, which sees little else).
+    """
+    if (
+        len(data) == _ADDITION_SIZE
+        and data.startswith(_ADDITION_PREFIX)
+        and data.endswith(_ADDITION_SUFFIX)
+    ):
+        return data[len(_ADDITION_PREFIX) : len(_ADDITION_PREFIX) + COMMIT_SIZE]
+    return None
+
+
 def _unpack_map(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_RECORD_SIZE:
         raise MalformedRecord(f"{what} is {len(data)} bytes, over the {MAX_RECORD_SIZE} limit")
@@ -409,8 +424,110 @@ def decode_record(data: bytes) -> Record:
     )
 
 
+class _ContentTemplate:
+    """The canonical content of one (kind, labels, time), for decode_content's fast path."""
+
+    __slots__ = ("_digest_at", "_q_at", "_salt_at", "encoder", "kind", "labels", "size", "time")
+
+    def __init__(self, kind: Kind, labels: tuple[str, ...], time: int) -> None:
+        self.kind, self.labels, self.time = kind, labels, time
+        self.encoder = encoder = ContentEncoder(kind, labels, time)
+        self._digest_at = len(encoder._head)
+        self._q_at = self._digest_at + HASH_SIZES[kind] + len(encoder._middle)
+        self._salt_at = self._q_at + (1 if kind is Kind.PDQ else 0) + 7  # b"\xa4salt\xc4\x10"
+        self.size = self._salt_at + SALT_SIZE + len(encoder._tail)
+
+    def match(self, data: bytes) -> HashContent | None:
+        """Returns the content if data is this template's encoding of some digest,
+        quality (0..100) and salt, else None."""
+        if len(data) != self.size:
+            return None
+        quality = None
+        if self.kind is Kind.PDQ:
+            quality = data[self._q_at]
+            if quality > 100:
+                return None
+        digest = data[self._digest_at : self._digest_at + HASH_SIZES[self.kind]]
+        salt = data[self._salt_at : self._salt_at + SALT_SIZE]
+        if self.encoder.encode(digest, quality, salt) != data:
+            return None
+        return HashContent(self.kind, digest, quality, self.labels, self.time, salt)
+
+
+# Caches for decode_content's fast path: label lists already found valid, the
+# templates by (kind, labels, time) (a publisher's batch shares all three), and
+# the template that matched last.
+_VALID_LABELS: set[tuple[str, ...]] = set()
+_TEMPLATES: dict[tuple[Kind, tuple[str, ...], int], _ContentTemplate] = {}
+_LAST_TEMPLATE: list[_ContentTemplate] = []
+_CACHE_LIMIT = 4096
+
+
+def _decode_content_fast(data: bytes) -> HashContent | None:
+    """Returns the content if data is canonical valid content, else None (decide slowly).
+
+    Re-encodes with ContentEncoder, which is byte for byte HashContent.encode(),
+    so a match proves what decode_content's generic path would: the bytes are
+    the canonical encoding of exactly these valid fields.
+    """
+    if _LAST_TEMPLATE:
+        found = _LAST_TEMPLATE[0].match(data)
+        if found is not None:
+            return found
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception:
+        return None
+    if type(value) is not dict:
+        return None
+    kind_name = value.get("kind")
+    if kind_name == "pdq" and len(value) == 6:
+        kind = Kind.PDQ
+        quality = value.get("quality")
+        if type(quality) is not int or not 0 <= quality <= 100:
+            return None
+    elif kind_name == "md5" and len(value) == 5:
+        kind = Kind.MD5
+    else:
+        return None
+    salt, labels, time = value.get("salt"), value.get("labels"), value.get("time")
+    if (
+        type(salt) is not bytes
+        or type(time) is not int
+        or not 0 <= time <= MAX_TIME
+        or type(labels) is not list
+        or any(type(label) is not str for label in labels)
+    ):
+        return None
+    label_tuple = tuple(labels)
+    if label_tuple not in _VALID_LABELS:
+        try:
+            _strings(labels, "labels", "", MAX_LABELS, MAX_LABEL_LENGTH)
+            for label in label_tuple:
+                check_label(label)
+        except MalformedRecord:
+            return None
+        if len(_VALID_LABELS) >= _CACHE_LIMIT:
+            _VALID_LABELS.clear()
+        _VALID_LABELS.add(label_tuple)
+    key = (kind, label_tuple, time)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        if len(_TEMPLATES) >= _CACHE_LIMIT:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = _ContentTemplate(kind, label_tuple, time)
+    found = template.match(data)
+    if found is not None:
+        _LAST_TEMPLATE[:] = [template]
+    return found
+
+
 def decode_content(data: bytes) -> HashContent:
     """Decodes the content of a hash addition, refusing any non-canonical encoding."""
+    if len(data) <= MAX_RECORD_SIZE:
+        fast = _decode_content_fast(data)
+        if fast is not None:
+            return fast
     what = "hash content"
     fields = _unpack_map(data, what)
     kind = _enum(Kind, fields, "kind", what)

@@ -1,0 +1,410 @@
+"""The case desk over HTTP, for people rather than peers (specs/case-api.md).
+
+    POST /v1/cases                          open a case: {"hashes": [...], "pin"?, "email"?}
+    GET  /v1/cases/{number}                 its status; the PIN in the X-Case-PIN header
+    POST /v1/cases/{number}/status          the same, the PIN in the header or {"pin": ...}
+    POST /v1/cases/{number}/withdraw        withdraw it, irreversibly; PIN as above
+    *    /v1/cases/{number}/hashes          409: hashes cannot be added; open a new case
+
+These paths need no peer session (node/auth.py lets them through). Every answer
+is JSON with ``Cache-Control: no-store``. Requests that look like an upload (a
+multipart body, a content type other than JSON, image or video bytes) are
+refused: images never leave the person's device, only hashes do. Opening
+cases and checking PINs are rate limited per client address (in memory only:
+no address is ever stored), and each case locks itself after too many wrong
+PINs (node/cases.py).
+
+The case number travels in the URL path, so :class:`RedactingAccessLogger`
+replaces it in the access log; a reverse proxy in front of the node must not
+log paths under ``/v1/cases/`` either (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_log import AccessLogger
+from hashfed.hasher.errors import HasherError
+from hashfed.hasher.formats import detect_format
+from hashfed.node.cases import (
+    CaseClosed,
+    CaseDesk,
+    CaseLocked,
+    CaseNotFound,
+    InvalidCase,
+    OpenedCase,
+    open_case_desk,
+    parse_case_hashes,
+)
+from hashfed.node.config import CasesConfig
+from hashfed.node.home import Node
+from hashfed.node.mailer import MailError, check_address, send_case_number
+
+log = logging.getLogger("hashfed.cases")
+
+CASES_PATH = "/v1/cases"
+PIN_HEADER = "X-Case-PIN"
+MAX_CASE_BODY = 8192
+"""Largest request body accepted, in bytes (20 hashes, a PIN and an address take ~3 KiB)."""
+
+PIN_NOTICE = (
+    "Write down the case number and the PIN now and keep them safe. The PIN is stored "
+    "only in a form that cannot be reversed: nobody, including us, can recover or reset it."
+)
+NEW_CASE_NOTICE = (
+    "hashes cannot be added to an existing case or changed; open a new case for more images"
+)
+UPLOAD_NOTICE = (
+    "images and videos are never uploaded: send only the hashes computed on your device "
+    "(for example with 'hashfed case open'), as JSON"
+)
+
+MonotonicClock = Callable[[], float]
+
+
+class TokenBucket:
+    """Per-client token buckets: burst tokens, refilled at per_hour an hour, in memory only."""
+
+    def __init__(
+        self,
+        burst: int,
+        per_hour: float,
+        clock: MonotonicClock = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        self.burst = burst
+        self.rate = per_hour / 3600
+        self._clock = clock
+        self._max = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str) -> float:
+        """Takes a token for client; returns 0 if it had one, else the seconds until it will."""
+        now = self._clock()
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if client not in self._buckets and len(self._buckets) >= self._max:
+            self._forget_full(now)
+        self._buckets[client] = (tokens - 1, now)
+        return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        """Drops clients whose buckets have refilled (they are as good as new)."""
+        self._buckets = {
+            c: (t, last)
+            for c, (t, last) in self._buckets.items()
+            if t + (now - last) * self.rate < self.burst
+        }
+
+
+class CaseApi:
+    """What the case routes share: the desk, the limits, and how to send email."""
+
+    def __init__(
+        self,
+        desk: CaseDesk,
+        config: CasesConfig,
+        clock: MonotonicClock = time.monotonic,
+        send_mail: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.desk = desk
+        self.config = config
+        self.opening = TokenBucket(config.open_burst, config.open_per_hour, clock)
+        self.guessing = TokenBucket(config.guess_burst, config.guess_per_hour, clock)
+        self.send_mail = send_mail or (
+            (lambda to, number: send_case_number(config, to, number, desk.origin))
+            if config.smtp_host
+            else None
+        )
+
+    def client(self, request: web.Request) -> str:
+        """Returns the client's address: the trusted proxy's header if configured, else the peer."""
+        if self.config.client_ip_header:
+            value = request.headers.get(self.config.client_ip_header, "")
+            last = value.split(",")[-1].strip()
+            if last:
+                return last
+        return request.remote or "-"
+
+
+CASE_API = web.AppKey("hashfed_case_api", CaseApi)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": message}, status=status, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def _too_many(wait: float, what: str) -> web.Response:
+    seconds = max(1, math.ceil(wait))
+    return _error(
+        429,
+        f"too many {what} from this address; try again in {seconds} seconds",
+        {"Retry-After": str(seconds)},
+    )
+
+
+def _looks_like_media(body: bytes) -> bool:
+    try:
+        detect_format(Path("upload"), body[:512])
+    except HasherError:
+        pass
+    else:
+        return True
+    head = body[:16]
+    return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(
+        (b"\x1aE\xdf\xa3", b"\x00\x00\x00\x0cjP", b"%PDF")
+    )
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
+async def _json_body(request: web.Request, required: bool) -> dict[str, Any]:
+    """Returns the request's JSON object (empty if there is no body and none is required)."""
+    content_type = request.headers.get("Content-Type", "")
+    if not request.body_exists and not required:
+        return {}
+    if content_type.lower().startswith("multipart/"):
+        raise _Refused(_error(415, UPLOAD_NOTICE))
+    if request.content_type != "application/json":
+        raise _Refused(
+            _error(415, "send a JSON body (Content-Type: application/json); " + UPLOAD_NOTICE)
+        )
+    if request.content_length is not None and request.content_length > MAX_CASE_BODY:
+        raise _Refused(
+            _error(413, f"the body is larger than {MAX_CASE_BODY} bytes; " + UPLOAD_NOTICE)
+        )
+    chunks, total = [], 0
+    while chunk := await request.content.read(MAX_CASE_BODY + 1 - total):
+        total += len(chunk)
+        if total > MAX_CASE_BODY:
+            raise _Refused(
+                _error(413, f"the body is larger than {MAX_CASE_BODY} bytes; " + UPLOAD_NOTICE)
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if _looks_like_media(body):
+        raise _Refused(_error(415, UPLOAD_NOTICE))
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused(_error(400, "the body is not valid JSON")) from None
+    if not isinstance(data, dict):
+        raise _Refused(_error(400, "the body must be a JSON object"))
+    return data
+
+
+def _only(data: dict[str, Any], allowed: Iterable[str]) -> None:
+    extra = set(data) - set(allowed)
+    if extra:
+        raise _Refused(
+            _error(
+                400, f"unknown field(s) {', '.join(sorted(extra))}; allowed: {', '.join(allowed)}"
+            )
+        )
+
+
+def _opened_json(opened: OpenedCase, email_sent: bool | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "case": opened.number,
+        "state": opened.state,
+        "hashes": opened.count,
+        "notice": PIN_NOTICE,
+    }
+    if opened.pin is not None:
+        out["pin"] = opened.pin
+    if email_sent is not None:
+        out["email_sent"] = email_sent
+    return out
+
+
+async def open_case(request: web.Request) -> web.Response:
+    api = request.app[CASE_API]
+    wait = api.opening.take(api.client(request))
+    if wait:
+        return _too_many(wait, "cases opened")
+    try:
+        data = await _json_body(request, required=True)
+        _only(data, ("hashes", "pin", "email"))
+    except _Refused as refused:
+        return refused.response
+    email = data.get("email")
+    try:
+        hashes = parse_case_hashes(data.get("hashes"), api.desk.policy)
+        if email is not None:
+            if api.send_mail is None:
+                raise InvalidCase(
+                    "this case desk does not send email; leave 'email' out and write the "
+                    "case number down"
+                )
+            try:
+                check_address(email)
+            except ValueError as exc:
+                raise InvalidCase(str(exc)) from None
+        pin = data.get("pin")
+        opened = await asyncio.to_thread(api.desk.open_case, hashes, pin)
+    except InvalidCase as exc:
+        return _error(400, str(exc))
+    email_sent = None
+    if email is not None and api.send_mail is not None:
+        try:
+            await asyncio.to_thread(api.send_mail, email, opened.number)
+            email_sent = True
+        except MailError as exc:
+            log.warning("case desk: %s", exc)
+            email_sent = False
+    return web.json_response(
+        _opened_json(opened, email_sent), status=201, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _pin_request(
+    request: web.Request, action: Callable[[str, str], Any], body_allowed: bool
+) -> web.Response:
+    api = request.app[CASE_API]
+    if "pin" in request.query or PIN_HEADER.lower() in (k.lower() for k in request.query):
+        return _error(400, f"never put the PIN in the URL; send it in the {PIN_HEADER} header")
+    wait = api.guessing.take(api.client(request))
+    if wait:
+        return _too_many(wait, "PIN checks")
+    pin = request.headers.get(PIN_HEADER)
+    try:
+        data = await _json_body(request, required=False) if body_allowed else {}
+        _only(data, ("pin",))
+    except _Refused as refused:
+        return refused.response
+    if pin is None:
+        pin = data.get("pin")
+    if not isinstance(pin, str) or not pin:
+        return _error(400, f'send the case\'s PIN in the {PIN_HEADER} header or as {{"pin": ...}}')
+    try:
+        status = await asyncio.to_thread(action, request.match_info["number"], pin)
+    except CaseNotFound as exc:
+        return _error(404, str(exc))
+    except CaseLocked as exc:
+        return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+    except CaseClosed as exc:
+        return _error(409, str(exc))
+    except InvalidCase as exc:
+        return _error(400, str(exc))
+    return web.json_response(status.to_json(), headers={"Cache-Control": "no-store"})
+
+
+async def case_status(request: web.Request) -> web.Response:
+    return await _pin_request(request, request.app[CASE_API].desk.status, body_allowed=False)
+
+
+async def case_status_post(request: web.Request) -> web.Response:
+    return await _pin_request(request, request.app[CASE_API].desk.status, body_allowed=True)
+
+
+async def case_withdraw(request: web.Request) -> web.Response:
+    return await _pin_request(request, request.app[CASE_API].desk.withdraw, body_allowed=True)
+
+
+async def no_new_hashes(request: web.Request) -> web.Response:
+    return _error(409, NEW_CASE_NOTICE)
+
+
+def setup_case_api(
+    app: web.Application,
+    desk: CaseDesk,
+    config: CasesConfig,
+    *,
+    clock: MonotonicClock = time.monotonic,
+    send_mail: Callable[[str, str], None] | None = None,
+) -> CaseApi:
+    """Adds the case routes to app (a node app from server.create_app) and returns their state.
+
+    clock drives the rate limits (tests pass a fake one); send_mail(to, number)
+    replaces the SMTP sender.
+    """
+    api = CaseApi(desk, config, clock, send_mail)
+    app[CASE_API] = api
+    number = CASES_PATH + "/{number}"
+    app.router.add_post(CASES_PATH, open_case)
+    app.router.add_get(number, case_status)
+    app.router.add_post(number + "/status", case_status_post)
+    app.router.add_post(number + "/withdraw", case_withdraw)
+    app.router.add_route("*", number + "/hashes", no_new_hashes)
+    app.router.add_route("PUT", number, no_new_hashes)
+    app.router.add_route("PATCH", number, no_new_hashes)
+    return api
+
+
+async def batch_loop(
+    desk: CaseDesk,
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rounds: int | None = None,
+) -> None:
+    """Publishes pending case hashes every interval seconds until cancelled."""
+    done = 0
+    while rounds is None or done < rounds:
+        await sleep(interval)
+        try:
+            await asyncio.to_thread(desk.publish_pending)
+        except Exception as exc:  # a failed batch is retried at the next interval
+            log.error("case desk: the batch failed (%s); retrying next time", type(exc).__name__)
+        done += 1
+
+
+def serve_cases(app: web.Application, node: Node) -> CaseApi:
+    """Adds the case API to a publisher's app, with the batch job as a background task.
+
+    The desk gets a database connection of its own; it is closed with the app.
+    """
+    desk = open_case_desk(node.config, node.signer)
+    api = setup_case_api(app, desk, node.config.cases)
+
+    async def batches(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(batch_loop(desk, node.config.cases.batch_interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        desk.close()
+
+    app.cleanup_ctx.append(batches)
+    return api
+
+
+_CASE_PATH = re.compile(r"(/v1/cases/)[^/?\s]+([^?\s]*)(\?\S*)?")
+
+
+def redact_case_path(line: str) -> str:
+    """Returns a request line with any case number (and query string) under /v1/cases/ hidden."""
+    return _CASE_PATH.sub(r"\1<case>\2", line)
+
+
+class RedactingAccessLogger(AccessLogger):
+    """aiohttp's access logger, with case numbers replaced by ``<case>`` in the request line."""
+
+    def _format_line(self, request: Any, response: Any, time: float) -> Any:
+        return [
+            (key, redact_case_path(value) if key == "first_request_line" else value)
+            for key, value in super()._format_line(request, response, time)
+        ]
+
+
+ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
+"""The access_log_class ``hashfed serve`` passes to run_app."""
