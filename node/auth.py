@@ -55,7 +55,9 @@ SESSION_PATH = "/v1/auth/session"
 HEALTH_PATH = "/healthz"
 """The health check, served without authentication."""
 
-OPEN_PREFIXES = ("/v1/cases",)
+# Paths that need no peer session: the case desk (people use it, with their PIN)
+# and the witness endpoint (a checkpoint's signature is its authentication).
+OPEN_PREFIXES = ("/v1/cases", "/witness/add-checkpoint")
 """Paths for people rather than peers, served without a session (the case desk, node/caseapi.py)."""
 
 MAX_SESSION_BODY = 8192

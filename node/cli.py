@@ -12,6 +12,7 @@ from hashfed.node.cli_log import log_group, publish_command, retract_command
 from hashfed.node.cli_match import feedback_command, match_command
 from hashfed.node.cli_peers import peers_group, trust_group
 from hashfed.node.cli_sync import serve_command, status_command, sync_command
+from hashfed.node.cli_witness import evidence_group, policy_group, witness_group
 from hashfed.node.config import ROLES, default_origin
 from hashfed.node.errors import NodeError
 from hashfed.node.home import init_node, open_node
@@ -98,10 +99,12 @@ def keys_group() -> None:
 @output_options
 @click.pass_obj
 def keys_show(home: Path, fmt: str) -> None:
-    """Print the node's public verifier keys: 'log' signs its log, 'peer' authenticates it.
+    """Print the node's three public verifier keys, one per purpose.
 
-    Other nodes trust this node's log with 'hashfed trust add <log vkey>' and
-    accept it as a peer with 'hashfed peers add NAME URL <peer vkey>'.
+    'log' signs its log, 'peer' authenticates it to other nodes, and 'witness'
+    cosigns other logs' checkpoints. Other nodes trust this node's log with
+    'hashfed trust add <log vkey>', accept it as a peer with 'hashfed peers add
+    NAME URL <peer vkey>', and list it as a witness in their tlog-policy file.
 
     \b
     Example:
@@ -111,6 +114,11 @@ def keys_show(home: Path, fmt: str) -> None:
         rows = [
             {"key": "log", "vkey": node.signer.vkey(), "file": str(node.config.log_key)},
             {"key": "peer", "vkey": node.peer_signer.vkey(), "file": str(node.config.peer_key)},
+            {
+                "key": "witness",
+                "vkey": node.witness_signer().vkey(),
+                "file": str(node.config.witness_key),
+            },
         ]
     if fmt == "table":
         for row in rows:
@@ -119,6 +127,9 @@ def keys_show(home: Path, fmt: str) -> None:
     emit(rows, fmt, ["key", "vkey", "file"])
 
 
+main.add_command(witness_group)
+main.add_command(policy_group)
+main.add_command(evidence_group)
 main.add_command(hash_command)
 main.add_command(publish_command)
 main.add_command(retract_command)

@@ -25,6 +25,7 @@ import click
 from hashfed.hasher import FileError, Result, hash_paths
 from hashfed.node.caseapi import CASES_PATH, PIN_HEADER
 from hashfed.node.cases import MAX_CASE_HASHES, STATES, CaseDesk, open_case_desk
+from hashfed.node.cli_witness import push_now
 from hashfed.node.home import open_node
 from hashfed.node.output import emit, output_options
 
@@ -325,6 +326,8 @@ def cases_publish(home: Path, as_json: bool) -> None:
             result = desk.publish_pending()
         finally:
             desk.close()
+        if result.published:
+            push_now(node)  # to the witnesses in the node's policy, if it names any
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result)))
     elif result.published:

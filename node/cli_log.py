@@ -8,6 +8,7 @@ from typing import IO, Any
 
 import click
 from hashfed.node import logstore
+from hashfed.node.cli_witness import push_now
 from hashfed.node.home import open_node
 from hashfed.node.inputs import read_hashes
 from hashfed.node.output import emit, output_options
@@ -66,6 +67,7 @@ def publish_command(
                 result = log.publish(batch)
                 first = result.first_index if first is None else first
                 bar.update(len(batch))
+        push_now(node)  # to the witnesses in the node's policy, if it names any
     summary = {
         "published": len(hashes),
         "first_index": first,
@@ -103,6 +105,7 @@ def retract_command(home: Path, indices: tuple[int, ...], reason: str) -> None:
     """
     with open_node(home) as node:
         result = node.own_log().retract(indices, Reason(reason))
+        push_now(node)
     click.echo(
         f"retracted {len(set(indices))} records in entries "
         f"{result.first_index}..{result.first_index + result.count - 1}"

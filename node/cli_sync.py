@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
+import sqlite_utils
 from aiohttp import web
 from hashfed.hasher.index import warm_up
 from hashfed.node import logstore, peers
 from hashfed.node.auth import ACCESS_LOG_FORMAT
 from hashfed.node.bankindex import BankIndex, refresh_loop
 from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
+from hashfed.node.config import NodeConfig
 from hashfed.node.db import open_database
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
+from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
+from hashfed.node.witness import Witness
+from hashfed.node.witnesspush import push_checkpoint
 from hashfed.sync.engine import Progress
 
 
@@ -112,10 +118,11 @@ def sync_command(
         sys.exit(1)
 
 
-def _status_rows(node: Node) -> list[dict[str, Any]]:
+def _status_rows(node: Node, now: int | None = None) -> list[dict[str, Any]]:
     conn = node.db.conn
     roles = {t.origin: t.role for t in peers.list_trust(conn)}
-    now = int(time.time())
+    now = int(time.time()) if now is None else now
+    policy = load_policy(node.config.home)
     rows = []
     for log in logstore.list_logs(conn):
         sync = conn.execute(
@@ -123,9 +130,19 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
             " WHERE log_id = ?",
             (log.id,),
         ).fetchone() or (None, None, None, None, 0)
-        evidence = conn.execute(
-            "SELECT found, detail, text FROM evidence WHERE log_id = ? ORDER BY id", (log.id,)
-        ).fetchall()
+        evidence = (
+            conn.execute(
+                "SELECT found, detail, text FROM evidence WHERE log_id = ? ORDER BY id", (log.id,)
+            ).fetchall()
+            + conn.execute(
+                "SELECT found, detail, text FROM witness_evidence WHERE origin = ? ORDER BY id",
+                (log.origin,),
+            ).fetchall()
+        )
+        check = quorum_check(policy, log.origin, lambda: now)
+        if log.own and (policy is None or not any(w.url for w in policy.witnesses)):
+            check = None  # an own log carries cosignatures only if the node pushes to witnesses
+        met, attested = check(log.checkpoint) if check and log.checkpoint else (False, None)
         flagged = conn.execute("SELECT count(*) FROM flags WHERE log_id = ?", (log.id,)).fetchone()[
             0
         ]
@@ -147,7 +164,12 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
                 "failures": sync[4],
                 "flagged": flagged,
                 "feedback": feedback,
-                "halted": bool(halted),
+                "halted": bool(halted) or bool(evidence),
+                "witnessed": None if check is None else met,
+                "attested": attested,
+                "age_seconds": None if attested is None else now - attested,
+                "stale": check is not None
+                and (attested is None or now - attested > node.config.sync.max_age),
                 "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
             }
         )
@@ -155,14 +177,23 @@ def _status_rows(node: Node) -> list[dict[str, Any]]:
 
 
 @click.command("status")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 2 if a log covered by the witness policy has no checkpoint with the quorum "
+    "newer than [sync] max_age.",
+)
 @output_options
 @click.pass_obj
-def status_command(home: Path, fmt: str) -> None:
-    """Show each log: size, last sync, lag, peer, errors, flagged entries, feedback, evidence.
+def status_command(home: Path, check: bool, fmt: str) -> None:
+    """Show each log: size, last sync, lag, peer, errors, flagged entries, feedback, evidence,
+    and how fresh its newest checkpoint that meets the witness policy is.
 
-    feedback counts the feedback records this node holds about entries of that log.
+    feedback counts the feedback records this node holds about entries of that log;
+    age_seconds is how long ago the policy's quorum of witnesses last cosigned it.
 
-    Exits 1 if any origin is halted by evidence of equivocation.
+    Exits 1 if any origin is halted by evidence of equivocation; with --check,
+    exits 2 if a log's witnessed checkpoint is older than [sync] max_age.
 
     \b
     Example:
@@ -170,6 +201,8 @@ def status_command(home: Path, fmt: str) -> None:
     """
     with open_node(home) as node:
         rows = _status_rows(node)
+        policy = load_policy(node.config.home)
+        max_age = node.config.sync.max_age
     if fmt == "table":
         for row in rows:
             row["evidence_count"] = len(row["evidence"])
@@ -187,9 +220,13 @@ def status_command(home: Path, fmt: str) -> None:
                 "feedback",
                 "halted",
                 "evidence_count",
+                "age_seconds",
                 "last_error",
             ],
         )
+        if policy is not None:
+            names = ", ".join(w.name for w in policy.witnesses) or "none"
+            click.echo(f"\nwitness policy: quorum {policy.quorum} (witnesses: {names})")
         for row in rows:
             for item in row["evidence"]:
                 click.echo(f"\nEVIDENCE for {row['origin']}: {item['detail']}\n{item['text']}")
@@ -210,10 +247,49 @@ def status_command(home: Path, fmt: str) -> None:
                 "flagged",
                 "feedback",
                 "halted",
+                "witnessed",
+                "attested",
+                "age_seconds",
+                "stale",
             ],
         )
+    for row in rows:
+        if row["stale"]:
+            click.echo(
+                f"WARNING: {row['origin']}: no checkpoint with the witness quorum newer than "
+                f"{max_age:g} s (last: {row['age_seconds']} s ago)",
+                err=True,
+            )
     if any(row["halted"] for row in rows):
         sys.exit(1)
+    if check and any(row["stale"] for row in rows):
+        sys.exit(2)
+
+
+async def witness_loop(
+    db: sqlite_utils.Database,
+    config: NodeConfig,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Submits the own checkpoint to the policy's witnesses within seconds of a change
+    (a case batch, a withdrawal) and again at a steady cadence even when nothing is
+    new, so that an idle log stays provably fresh (new cosignature timestamps).
+
+    db is a connection of its own: the background sync applies on another one."""
+    step = min(2.0, config.sync.witness_interval)
+    pushed_size, since = -1, config.sync.witness_interval
+    while True:
+        log = logstore.get_log(db.conn, config.origin)
+        size = -1 if log is None else log.size
+        if size != pushed_size or since >= config.sync.witness_interval:
+            policy = load_policy(config.home)
+            if policy is not None and any(w.url for w in policy.witnesses):
+                report = await push_checkpoint(db, config.origin, policy)
+                for name, error in report.errors.items():
+                    logging.getLogger("hashfed.witness").warning("witness %s: %s", name, error)
+            pushed_size, since = size, 0.0
+        await sleep(step)
+        since += step
 
 
 @click.command("serve")
@@ -245,9 +321,16 @@ def serve_command(
     if interval is not None:
         node.config = replace(config, sync=replace(config.sync, interval=interval))
     read_db = open_database(config.database)
+    witness_db = open_database(config.database)
     index = BankIndex.load(read_db.conn)
+    witness = Witness(witness_db, node.witness_signer(), lambda: int(time.time()))
     app = create_app(
-        read_db.conn, config.origin, server, match_index=index, api_token=node.api_token()
+        read_db.conn,
+        config.origin,
+        server,
+        match_index=index,
+        api_token=node.api_token(),
+        witness=witness,
     )
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
@@ -259,14 +342,16 @@ def serve_command(
         await asyncio.to_thread(warm_up)
         task = None if no_sync else asyncio.create_task(sync_loop(node, on_round=after_round))
         refresher = asyncio.create_task(refresh_loop(index, read_db.conn))
+        rewitness = asyncio.create_task(witness_loop(witness_db, node.config))
         yield
-        for t in (task, refresher):
+        for t in (task, refresher, rewitness):
             if t is not None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
         node.close()
         read_db.conn.close()
+        witness_db.conn.close()
 
     app.cleanup_ctx.append(background_sync)
     if config.role == "publisher":

@@ -58,13 +58,18 @@ class SyncConfig:
     interval is the seconds between background syncs, spread by up to
     ±jitter × interval; after failures the wait doubles up to backoff_max
     seconds. retention is how many seconds a retracted hash is kept (0: erased
-    as soon as the retraction is applied).
+    as soon as the retraction is applied). witness_interval is how often a node
+    with witnesses in its policy re-submits its checkpoint to them even when
+    nothing is new, so an idle log stays provably fresh; max_age is the age
+    (seconds) beyond which 'hashfed status' calls a log's checkpoint stale.
     """
 
     interval: float = 300
     jitter: float = 0.2
     backoff_max: float = 3600
     retention: int = 0
+    witness_interval: float = 600
+    max_age: float = 86400
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,11 @@ class NodeConfig:
     @property
     def peer_key(self) -> Path:
         return self.home / "keys" / "peer.key"
+
+    @property
+    def witness_key(self) -> Path:
+        """The cosigning key (C2SP tlog-cosignature/v1), used when witnessing other logs."""
+        return self.home / "keys" / "witness.key"
 
     @property
     def signed_head(self) -> Path:
@@ -180,7 +190,11 @@ def write_config(config: NodeConfig) -> None:
         f"jitter = {_toml_number(sync.jitter)}\n"
         f"backoff_max = {_toml_number(sync.backoff_max)}\n"
         "# Seconds to keep a retracted hash once the retraction is applied (0: erase at once).\n"
-        f"retention = {sync.retention}\n" + _cases_toml(config.cases)
+        f"retention = {sync.retention}\n"
+        "# Seconds between re-submissions of this node's checkpoint to its witnesses, and\n"
+        "# the age beyond which 'hashfed status' calls a witnessed checkpoint stale.\n"
+        f"witness_interval = {_toml_number(sync.witness_interval)}\n"
+        f"max_age = {_toml_number(sync.max_age)}\n" + _cases_toml(config.cases)
     )
     path = config.home / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -294,7 +308,15 @@ def _sync_config(path: Path, section: dict[str, Any]) -> SyncConfig:
     retention = _integer(
         path, "[sync] retention", section.get("retention", d.retention), 0, 100 * 365 * 86400
     )
-    return SyncConfig(interval, jitter, backoff, retention)
+    witness_interval = _number(
+        path,
+        "[sync] witness_interval",
+        section.get("witness_interval", d.witness_interval),
+        1,
+        86400 * 7,
+    )
+    max_age = _number(path, "[sync] max_age", section.get("max_age", d.max_age), 1, 86400 * 365)
+    return SyncConfig(interval, jitter, backoff, retention, witness_interval, max_age)
 
 
 def _cases_toml(cases: CasesConfig) -> str:

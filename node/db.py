@@ -37,7 +37,7 @@ from pathlib import Path
 import sqlite_utils
 from hashfed.node.errors import DatabaseError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 _SCHEMA_1 = """
@@ -188,7 +188,32 @@ _SCHEMA_4 = """
 
 # MIGRATIONS[n] is the SQL that takes a database at schema version n to n + 1.
 # Each runs in one transaction together with the user_version bump.
-MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4]
+# Schema 5: witnessing (C2SP tlog-witness). witnessed holds, per log this node
+# witnesses, the latest checkpoint it cosigned; witness_evidence what it caught;
+# witness_push, on a publisher, the size each of its witnesses last cosigned.
+_SCHEMA_5 = """
+        CREATE TABLE witnessed (
+            origin TEXT PRIMARY KEY,
+            vkey TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            root BLOB NOT NULL,
+            note TEXT NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        CREATE TABLE witness_evidence (
+            id INTEGER PRIMARY KEY,
+            origin TEXT NOT NULL,
+            found INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE TABLE witness_push (
+            name TEXT PRIMARY KEY,
+            size INTEGER NOT NULL
+        );
+        """
+
+MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

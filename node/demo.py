@@ -6,8 +6,15 @@ port, under ``demo-work/`` (removed and recreated each run):
 * **publisher** (``stopncii.demo/bank``) publishes hash records and retracts one;
 * **partner A** syncs the publisher's log straight from the publisher;
 * **partner B** syncs the publisher's log from partner A, a relay;
+* both partners **witness** the publisher's log (C2SP tlog-witness) and require
+  both cosignatures before they apply a checkpoint (C2SP tlog-policy);
+* a **person opens a case** through the publisher's case API with the hash of
+  a photo, partner B matches the photo, the person withdraws the case with the
+  case number and PIN, and the match stops working on both partners;
 * a **tampering relay** in front of A flips a byte in every entry bundle, and
-  B refuses what it serves, saying why.
+  B refuses what it serves, saying why;
+* finally the publisher **forks** its log (a copy of its node signs a different
+  history), and the witnesses catch it with evidence anyone can check offline.
 
 Every step prints the hashfed command it runs and what it answered. The demo
 stops by itself, stops its servers, and exits non-zero if any step does not do
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import shlex
 import shutil
 import socket
@@ -68,12 +77,20 @@ def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def run(node: str, *args: str, stdin: str | None = None, expect_fail: bool = False) -> str:
+def run(
+    node: str,
+    *args: str,
+    stdin: str | None = None,
+    expect_fail: bool = False,
+    quiet: bool = False,
+) -> str:
     """Runs one hashfed command on a node, prints it and its output, returns stdout."""
     command = [*_hashfed(), "--dir", str(WORK / node), *args]
     print(f"$ hashfed --dir {WORK / node} {shlex.join(args)}", flush=True)
     done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
     output = (done.stdout + done.stderr).rstrip()
+    if quiet and done.returncode == 0:
+        output = ""
     if output:
         print("  " + output.replace("\n", "\n  "), flush=True)
     if (done.returncode != 0) != expect_fail:
@@ -82,7 +99,7 @@ def run(node: str, *args: str, stdin: str | None = None, expect_fail: bool = Fal
 
 
 def key(node: str, which: str) -> str:
-    rows = json.loads(run(node, "keys", "show", "--json"))
+    rows = json.loads(run(node, "keys", "show", "--json", quiet=True))
     return next(str(row["vkey"]) for row in rows if row["key"] == which)
 
 
@@ -182,6 +199,104 @@ def tampering_relay(upstream: str, port: int) -> Iterator[str]:
         thread.join(5)
 
 
+def witness_policy(urls: dict[str, str], log_key: str, witness_keys: dict[str, str]) -> str:
+    """The tlog-policy every node uses: the publisher's log, both partners as
+    witnesses, and a quorum of both."""
+    return (
+        f"log {log_key}\n"
+        f"witness a {witness_keys[PARTNER_A]} {urls[PARTNER_A]}/witness\n"
+        f"witness b {witness_keys[PARTNER_B]} {urls[PARTNER_B]}/witness\n"
+        "group both all a b\n"
+        "quorum both\n"
+    )
+
+
+def make_photo(path: Path) -> None:
+    """A photo the person holds (random texture, PDQ quality 100), never uploaded."""
+    from PIL import Image
+
+    rng = random.Random(6)
+    image = Image.new("RGB", (256, 256))
+    image.putdata(
+        [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(256 * 256)]
+    )
+    image.resize((512, 512)).save(path)
+
+
+def run_person(*args: str, pin: str | None = None) -> str:
+    """Runs a person's 'hashfed case' command (no node directory; the PIN from the env)."""
+    env = {**os.environ, **({"HASHFED_CASE_PIN": pin} if pin else {})}
+    shown = ("HASHFED_CASE_PIN=… " if pin else "") + "hashfed " + shlex.join(args)
+    print(f"$ {shown}", flush=True)
+    done = subprocess.run(
+        [*_hashfed(), *args], env=env, capture_output=True, text=True, check=False
+    )
+    output = (done.stdout + done.stderr).rstrip()
+    if output:
+        print("  " + output.replace("\n", "\n  "), flush=True)
+    if done.returncode != 0:
+        raise DemoFailed(f"demo failed: 'hashfed {shlex.join(args)}' exited {done.returncode}")
+    return done.stdout
+
+
+def matches(node: str, photo: Path) -> int:
+    rows = json.loads(run(node, "match", str(photo), "--json"))
+    hits = (
+        [m for row in rows for m in (row.get("matches") or [])]
+        if rows and isinstance(rows[0], dict) and "matches" in rows[0]
+        else rows
+    )
+    return len(hits)
+
+
+def case_steps(publisher_url: str) -> None:
+    """A person opens a case through the API, partners get it, the person withdraws it."""
+    photo = WORK / "case-photo.png"
+    make_photo(photo)
+    banner("A person hashes a photo on their own device and opens a case: only the hash is sent")
+    opened = json.loads(
+        run_person("case", "open", str(photo), "--publisher", publisher_url, "--json")
+    )
+    number, pin = opened["case"], opened["pin"]
+    banner("The publisher's periodic batch publishes pending case hashes (run now)")
+    run(PUBLISHER, "cases", "publish")
+    run(PARTNER_A, "sync", "--silent")
+    run(PARTNER_B, "sync", "--silent")
+    banner("An upload of that photo on partner B's platform matches the bank")
+    if matches(PARTNER_B, photo) == 0:
+        raise DemoFailed("demo failed: partner B does not match the case's photo")
+    banner("The person checks the case, then withdraws it with the case number and PIN")
+    run_person("case", "status", number, "--publisher", publisher_url, pin=pin)
+    run_person("case", "withdraw", number, "--publisher", publisher_url, "--yes", pin=pin)
+    run(PUBLISHER, "witness", "push")  # 'serve' does this within seconds of a change
+    run(PARTNER_A, "sync", "--silent")
+    run(PARTNER_B, "sync", "--silent")
+    for node in (PARTNER_A, PARTNER_B):
+        if matches(node, photo) != 0:
+            raise DemoFailed(f"demo failed: {node} still matches the withdrawn photo")
+    print("  the withdrawal reached both partners: the photo no longer matches anywhere")
+
+
+def fork_steps(log_key: str) -> None:
+    """The publisher forks its log; both witnesses refuse and keep evidence."""
+    banner("The publisher forks: an old copy of its node signs a different history")
+    size = json.loads(run(PUBLISHER, "log", "checkpoint", "--json"))["size"]
+    fork = "publisher-fork"
+    have = json.loads(run(fork, "log", "checkpoint", "--json"))["size"]
+    lines = "".join(f"md5,{random.Random(n).randbytes(16).hex()},\n" for n in range(size - have))
+    run(fork, "publish", "-", stdin="kind,hash,quality\n" + lines)
+    run(fork, "witness", "push", expect_fail=True)
+    for node in (PARTNER_A, PARTNER_B):
+        listed = json.loads(run(node, "evidence", "list", "--json"))
+        if not listed:
+            raise DemoFailed(f"demo failed: witness {node} kept no evidence of the fork")
+    target = WORK / "fork.evidence"
+    run(PARTNER_A, "evidence", "export", listed[0]["id"], str(target))
+    banner("Anyone can check the evidence offline, with only the publisher's key")
+    run_person("evidence", "verify", str(target), "--vkey", log_key)
+    run(PARTNER_A, "status", expect_fail=True)
+
+
 def bank_of(node: str, origin: str) -> list[dict[str, Any]]:
     import sqlite3
 
@@ -209,7 +324,7 @@ def show_bank(node: str) -> list[dict[str, Any]]:
 def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
-    ports = {name: free_port() for name in (PUBLISHER, PARTNER_A, "relay")}
+    ports = {name: free_port() for name in (PUBLISHER, PARTNER_A, PARTNER_B, "relay")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
     banner("Three nodes: the StopNCII publisher and two partner platforms")
@@ -217,9 +332,10 @@ def main() -> int:
     run(PARTNER_A, "init", "--origin", ORIGINS[PARTNER_A])
     run(PARTNER_B, "init", "--origin", ORIGINS[PARTNER_B])
 
-    banner("Keys: each partner trusts the publisher's log key; peers know each other's peer keys")
+    banner("Keys: each node has a log key, a peer key and a witness key")
     log_key = key(PUBLISHER, "log")
     peer_keys = {name: key(name, "peer") for name in (PUBLISHER, PARTNER_A, PARTNER_B)}
+    witness_keys = {name: key(name, "witness") for name in (PARTNER_A, PARTNER_B)}
     run(PUBLISHER, "peers", "add", "partner-a", "-", peer_keys[PARTNER_A])
     run(PARTNER_A, "peers", "add", "stopncii", urls[PUBLISHER], peer_keys[PUBLISHER])
     run(
@@ -236,11 +352,26 @@ def main() -> int:
     run(PARTNER_A, "trust", "add", log_key, "--role", "publisher")
     run(PARTNER_B, "trust", "add", log_key, "--role", "publisher")
 
-    banner("The publisher publishes four hashes to its signed log")
-    run(PUBLISHER, "publish", "-", stdin=SAMPLE_CSV)
+    banner("Both partners witness the publisher's log; every node requires both cosignatures")
+    policy_file = WORK / "policy"
+    policy_file.write_text(witness_policy(urls, log_key, witness_keys))
+    print("  " + policy_file.read_text().rstrip().replace("\n", "\n  "))
+    for node in (PARTNER_A, PARTNER_B):
+        run(node, "witness", "add", log_key)
+    for node in (PUBLISHER, PARTNER_A, PARTNER_B):
+        run(node, "policy", "set", str(policy_file))
 
-    with serving(PUBLISHER, ports[PUBLISHER]), serving(PARTNER_A, ports[PARTNER_A]):
-        banner("Partner A syncs from the publisher: signature, consistency, inclusion, records")
+    with (
+        serving(PARTNER_A, ports[PARTNER_A]),
+        serving(PARTNER_B, ports[PARTNER_B]),
+        serving(PUBLISHER, ports[PUBLISHER]),
+    ):
+        banner("The publisher publishes four hashes; both witnesses cosign the checkpoint")
+        run(PUBLISHER, "publish", "-", stdin=SAMPLE_CSV)
+        run(PUBLISHER, "log", "checkpoint")
+        shutil.copytree(WORK / PUBLISHER, WORK / "publisher-fork")  # for the last act
+
+        banner("Partner A syncs from the publisher: signature, quorum, consistency, inclusion")
         run(PARTNER_A, "sync", "--silent")
         banner("Partner B syncs the publisher's log from partner A, a relay")
         run(PARTNER_B, "sync", "--silent")
@@ -256,17 +387,19 @@ def main() -> int:
             raise DemoFailed("demo failed: the retraction did not reach B through A")
         print("  the retraction reached B through A, and B erased the hash")
 
+        case_steps(urls[PUBLISHER])
+
         banner("A tampering relay flips a bit in every entry bundle it forwards to B")
         run(PUBLISHER, "publish", "-", stdin=MORE_CSV)
         run(PARTNER_A, "sync", "--silent")
+        before = len(bank_of(PARTNER_B, ORIGINS[PUBLISHER]))
         run(PARTNER_B, "peers", "remove", "partner-a")
         run(PARTNER_B, "peers", "add", "shady-relay", urls["relay"], peer_keys[PARTNER_A])
         with tampering_relay(urls[PARTNER_A], ports["relay"]):
             run(PARTNER_B, "sync", "--peer", "shady-relay", "--silent", expect_fail=True)
         print("  B refused the relay's entries: they do not hash to the root the publisher signed,")
         print("  and nothing was applied")
-        before = bank_of(PARTNER_B, ORIGINS[PUBLISHER])
-        if len(before) != 4:
+        if len(bank_of(PARTNER_B, ORIGINS[PUBLISHER])) != before:
             raise DemoFailed("demo failed: the tampered entries reached B's bank")
         banner("B goes back to syncing from A directly")
         run(PARTNER_B, "peers", "remove", "shady-relay")
@@ -276,8 +409,10 @@ def main() -> int:
         run(PARTNER_B, "status")
         run(PARTNER_B, "log", "verify", "--origin", ORIGINS[PUBLISHER])
 
+        fork_steps(log_key)
+
     banner("Done")
-    print(f"The three nodes are in {WORK}/; the servers have stopped.")
+    print(f"The nodes are in {WORK}/; the servers have stopped.")
     return 0
 
 

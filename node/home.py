@@ -18,7 +18,9 @@ from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
 from hashfed.protocol.merkle import EMPTY_ROOT
 from hashfed.protocol.records import check_origin
 from hashfed.protocol.validation import Policy
+from hashfed.signing.cosignature import CosignatureSigner, parse_cosignature_signer
 from hashfed.signing.keys import (
+    ALG_COSIGNATURE_V1,
     Ed25519Signer,
     generate_key,
     parse_signer,
@@ -28,6 +30,18 @@ from hashfed.signing.keys import (
 
 API_TOKEN_FILE = Path("keys") / "api.token"
 """The local API token (``Authorization: Bearer`` for ``POST /v1/match``), beside the keys."""
+
+
+def witness_name(origin: str) -> str:
+    """Returns the name of a node's cosigning key: its origin with ``/witness`` appended."""
+    return f"{origin}/witness"
+
+
+def ensure_witness_key(config: NodeConfig) -> None:
+    """Creates the node's cosigning key (mode 0600) if it has none."""
+    skey, _ = generate_key(witness_name(config.origin), ALG_COSIGNATURE_V1)
+    with contextlib.suppress(FileExistsError):
+        write_key_file(config.witness_key, skey + "\n")
 
 
 def ensure_api_token(home: Path) -> str:
@@ -52,6 +66,10 @@ class Node:
     db: sqlite_utils.Database
     signer: Ed25519Signer
     peer_signer: Ed25519Signer
+
+    def witness_signer(self, clock: Clock = system_clock) -> CosignatureSigner:
+        """Returns the node's cosigning key (a third key, for witnessing other logs)."""
+        return parse_cosignature_signer(read_key_file(self.config.witness_key).strip(), clock)
 
     def own_log(self, clock: Clock = system_clock) -> OwnLog:
         """Returns the appender for this node's own log."""
@@ -85,6 +103,7 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     write_key_file(config.log_key, skey + "\n")
     peer_skey, _ = generate_key(origin)
     write_key_file(config.peer_key, peer_skey + "\n")
+    ensure_witness_key(config)
     ensure_api_token(home)
     write_config(config)
     signer = parse_signer(skey)
@@ -118,6 +137,7 @@ def open_node(home: Path) -> Node:
             "a distinct key (a key signs one kind of thing only)"
         )
     ensure_api_token(config.home)  # nodes created before the match API have none
+    ensure_witness_key(config)  # nor before witnessing
     db = open_database(config.database)
     log = logstore.get_log(db.conn, config.origin)
     if log is None or log.vkey != signer.vkey():

@@ -35,6 +35,7 @@ from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
+from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
 from hashfed.protocol.records import SALT_SIZE, ContentEncoder, HashContent, Kind
@@ -61,33 +62,52 @@ class _Served:
     public: bool
 
 
+class DbVersion:
+    """Tells, in one tiny query, whether the database may have changed since last asked.
+
+    ``PRAGMA data_version`` changes when any other connection commits; the
+    connection's own writes show in ``total_changes``. Together they let the
+    server keep the peers and the logs in memory and still see a removed peer or
+    a grown log on the very next request.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __call__(self) -> tuple[int, int]:
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version), self.conn.total_changes
+
+
 class LogDirectory:
-    """Maps URL prefixes to the logs the node holds, reading the database lazily."""
+    """Maps URL prefixes to the logs the node holds, re-read when the database changes."""
 
     def __init__(self, conn: sqlite3.Connection, public_logs: tuple[str, ...]) -> None:
         self.conn = conn
         self.public = set(public_logs)
-        self._by_hash: dict[str, str] = {}
+        self._version = DbVersion(conn)
+        self._seen: tuple[int, int] | None = None
+        self._by_hash: dict[str, logstore.LogRow] = {}
+
+    def _logs(self) -> dict[str, logstore.LogRow]:
+        version = self._version()
+        if version != self._seen:
+            self._by_hash = {
+                log_prefix(log.origin)[4:]: log for log in logstore.list_logs(self.conn)
+            }
+            self._seen = version
+        return self._by_hash
 
     def find(self, origin_hash: str) -> _Served | None:
-        origin = self._by_hash.get(origin_hash)
-        if origin is None:
-            self._by_hash = {
-                log_prefix(log.origin)[4:]: log.origin for log in logstore.list_logs(self.conn)
-            }
-            origin = self._by_hash.get(origin_hash)
-            if origin is None:
-                return None
-        log = logstore.get_log(self.conn, origin)
-        return None if log is None else _Served(log, origin in self.public)
+        log = self._logs().get(origin_hash)
+        return None if log is None else _Served(log, log.origin in self.public)
 
     def is_public_path(self, path: str) -> bool:
         parts = path.split("/", 3)
         if len(parts) < 3 or parts[1] != "log":
             return False
-        if parts[2] not in self._by_hash:
-            self.find(parts[2])  # refreshes the map
-        return self._by_hash.get(parts[2]) in self.public
+        log = self._logs().get(parts[2])
+        return log is not None and log.origin in self.public
 
 
 DIRECTORY = web.AppKey("hashfed_logs", LogDirectory)
@@ -281,13 +301,15 @@ def create_app(
     clock: Callable[[], int] | None = None,
     match_index: BankIndex | IndexProvider | None = None,
     api_token: str | None = None,
+    witness: Witness | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
     server_name is this node's origin: the audience peers name in their session
     requests. With match_index (a BankIndex, or a function returning the current
     one) the app also serves ``POST /v1/match`` (node/api.py) to peers and to
-    holders of api_token.
+    holders of api_token. With witness, it serves ``POST /witness/add-checkpoint``
+    (C2SP tlog-witness, node/witness.py).
     """
     app = web.Application(
         client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
@@ -295,8 +317,16 @@ def create_app(
     directory = LogDirectory(conn, config.public_logs)
     app[DIRECTORY] = directory
 
+    # SessionStore asks for the peers on every request: keep them in memory,
+    # re-read whenever the database changed (a removed peer loses access at once).
+    db_version = DbVersion(conn)
+    cached: list[tuple[tuple[int, int], dict[str, peers.Peer]]] = []
+
     def configured_peers() -> dict[str, peers.Peer]:
-        return {peer.name: peer for peer in peers.list_peers(conn)}
+        version = db_version()
+        if not cached or cached[0][0] != version:
+            cached[:] = [(version, {peer.name: peer for peer in peers.list_peers(conn)})]
+        return cached[0][1]
 
     store = (
         SessionStore(server_name, configured_peers)
@@ -313,6 +343,8 @@ def create_app(
         index = match_index
         provider = (lambda: index) if isinstance(index, BankIndex) else index
         setup_match_api(app, provider, api_token, conn)
+    if witness is not None:
+        setup_witness(app, witness)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import aiohttp
 from hashfed.node import peers
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node
+from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.syncstore import SqliteSyncStore
 from hashfed.signing.keys import parse_verifier
 from hashfed.sync.auth import SessionClient
@@ -42,6 +44,7 @@ async def sync_node(
     origin: str | None = None,
     progress: ProgressFactory | None = None,
     limits: Limits | None = None,
+    clock: Clock = lambda: int(time.time()),
 ) -> list[Outcome]:
     """Syncs each trusted origin (or just origin) from the peers (or just peer_name)."""
     conn = node.db.conn
@@ -58,6 +61,7 @@ async def sync_node(
     if not peer_list:
         raise NodeError("this node has no peers to sync from; add one with 'hashfed peers add'")
     store = SqliteSyncStore(node.db, retention=node.config.sync.retention)
+    witness_policy = load_policy(node.config.home)
     outcomes = []
     async with aiohttp.ClientSession() as session:
         fetchers = [
@@ -65,7 +69,12 @@ async def sync_node(
             for p in peer_list
         ]
         for log in trusted:
-            policy = ApplyPolicy(log.role, node.config.min_pdq_quality, node.config.sync.retention)
+            policy = ApplyPolicy(
+                log.role,
+                node.config.min_pdq_quality,
+                node.config.sync.retention,
+                quorum_check(witness_policy, log.origin, clock),
+            )
             outcome = Outcome(log.origin, errors=[])
             for fetcher in fetchers:
                 report = progress(log.origin, fetcher.name) if progress else None
@@ -81,8 +90,8 @@ async def sync_node(
                     outcome.errors = [*(outcome.errors or []), str(exc)]
                     continue
                 outcome.result = result
-                if result.status != "peer-behind":
-                    break  # else another peer may have a newer checkpoint
+                if result.status not in ("peer-behind", "awaiting-quorum"):
+                    break  # else another peer may have a newer (or cosigned) checkpoint
             outcomes.append(outcome)
     return outcomes
 

@@ -6,10 +6,14 @@ two stages, with storage in between:
 1. Fetch and verify. Entry bundles (with their content bundles) are fetched from
    a peer and *staged* as they arrive, so an interrupted sync resumes without
    fetching them again; staged data is not part of the log or the bank.
-2. Apply. Once the staged entries rebuild the new checkpoint's root, one
-   transaction (an ``ApplyTx``) writes the tiles, the bundles, the bank changes
-   and the new checkpoint together: the bank and the node's checkpoint for an
-   origin only ever move together.
+2. Apply. One transaction (an ``ApplyTx``) writes the tiles, the bundles, the
+   bank changes and the new checkpoint together: the bank and the node's
+   checkpoint for an origin only ever move together. Sync opens it before
+   fetching and applies each bundle as it is staged, and it commits only if the
+   entries rebuild the new checkpoint's root; otherwise it is rolled back. So
+   ``stage`` must commit on its own while that transaction is open (the SQLite
+   store keeps staged bundles in a separate file), and ``clear_staged`` inside
+   the transaction takes effect only if it commits.
 
 The node implements this with SQLite (``hashfed.node.syncstore``).
 """
@@ -45,18 +49,14 @@ class Staged:
     content: bytes
 
 
-@dataclass(frozen=True)
-class BankAddition:
-    """A hash addition to apply: the content is None when it was erased at the source."""
+BankAddition = tuple[int, str | None, bytes | None, int | None, str, int | None, bytes | None, str]
+"""A hash addition to apply: (index, kind, hash, quality, labels, added, salt, status).
 
-    index: int
-    kind: str | None
-    hash: bytes | None
-    quality: int | None
-    labels: str
-    added: int | None
-    salt: bytes | None
-    status: str = "active"  # or "skipped": kept (and served onward) but not applied
+kind, hash, quality, added and salt are None when the content was erased at the
+source; status is "active", or "skipped" for one kept (and served onward) but
+not applied. A plain tuple, not a dataclass: sync builds one per entry, and
+catching up builds millions.
+"""
 
 
 class ApplyTx(Protocol):
@@ -83,7 +83,7 @@ class ApplyTx(Protocol):
     def set_checkpoint(self, size: int, root: bytes, note: str) -> None: ...
 
     def clear_staged(self) -> None:
-        """Drops the staged bundles, now applied (with the rest of the transaction)."""
+        """Drops the staged bundles, now applied, once (and only if) the transaction commits."""
 
 
 class SyncStore(Protocol):
@@ -109,7 +109,11 @@ class SyncStore(Protocol):
     def clear_staged(self, origin: str) -> None: ...
 
     def apply(self, origin: str) -> AbstractContextManager[ApplyTx]:
-        """Opens the transaction that applies verified entries (all or nothing)."""
+        """Opens the transaction that applies entries (all or nothing; rolled back
+        if the block raises). The other methods stay usable while it is open."""
+
+    def refresh_checkpoint(self, origin: str, note: str) -> None:
+        """Replaces the stored note of the current tree by one with newer cosignatures."""
 
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         """Keeps proof that origin signed inconsistent checkpoints; halts the origin."""

@@ -9,8 +9,9 @@ node and may rewrite what comes back: the tampering peer of the fault tests.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hashfed.node.home import Node, init_node
 from hashfed.node.ownlog import NewHash
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_node
+from hashfed.node.syncstore import staging_path
 from hashfed.protocol.records import Kind
 from hashfed.protocol.tiles import encode_bundle
 from hashfed.sync.engine import split_bundle
@@ -234,7 +236,15 @@ def flags(node: Node, origin: str) -> dict[int, str]:
 
 
 def staged_count(node: Node) -> int:
-    return int(node.db.conn.execute("SELECT count(*) FROM staged").fetchone()[0])
+    # Staged bundles live in their own file beside the node database (node/syncstore.py).
+    path = staging_path(Path(node.db.conn.execute("PRAGMA database_list").fetchone()[2]))
+    if not path.exists():
+        return 0
+    with closing(sqlite3.connect(path)) as staging:
+        tables = staging.execute("SELECT count(*) FROM sqlite_master WHERE name = 'staged'")
+        if not tables.fetchone()[0]:
+            return 0
+        return int(staging.execute("SELECT count(*) FROM staged").fetchone()[0])
 
 
 def checkpoint(node: Node, origin: str) -> str | None:

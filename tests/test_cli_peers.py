@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -46,15 +47,19 @@ def refused(home: Path, *args: str) -> str:
     return result.output
 
 
-def test_init_creates_both_keys_and_keys_show_lists_them(home: Path) -> None:
-    assert (home / "keys" / "log.key").stat().st_mode & 0o777 == 0o600
-    assert (home / "keys" / "peer.key").stat().st_mode & 0o777 == 0o600
+def test_init_creates_three_keys_and_keys_show_lists_them(home: Path) -> None:
+    for name in ("log", "peer", "witness"):
+        assert (home / "keys" / f"{name}.key").stat().st_mode & 0o777 == 0o600
     rows = json.loads(ok(home, "keys", "show", "--json"))
-    assert [r["key"] for r in rows] == ["log", "peer"]
-    assert rows[0]["vkey"] != rows[1]["vkey"]
-    assert all(r["vkey"].startswith(ORIGIN + "+") for r in rows)
+    assert [r["key"] for r in rows] == ["log", "peer", "witness"]
+    assert len({r["vkey"] for r in rows}) == 3
+    assert all(r["vkey"].startswith(ORIGIN + "+") for r in rows[:2])
+    # The cosigning key is a tlog-cosignature/v1 key (type 0x04) of its own name.
+    assert rows[2]["vkey"].startswith(ORIGIN + "/witness+")
+    assert base64.b64decode(rows[2]["vkey"].split("+", 2)[2])[0] == 0x04
     text = ok(home, "keys", "show")
     assert text.startswith("log: " + ORIGIN) and "\npeer: " + ORIGIN in text
+    assert "\nwitness: " + ORIGIN + "/witness+" in text
 
 
 def test_open_node_requires_a_distinct_peer_key(home: Path) -> None:
