@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import click
-from hashfed.node.cli_case import case_group, cases_group
-from hashfed.node.cli_hash import hash_command
-from hashfed.node.cli_log import log_group, publish_command, retract_command
-from hashfed.node.cli_match import feedback_command, match_command
-from hashfed.node.cli_peers import peers_group, trust_group
-from hashfed.node.cli_sync import serve_command, status_command, sync_command
-from hashfed.node.cli_witness import evidence_group, policy_group, witness_group
 from hashfed.node.config import ROLES, default_origin
 from hashfed.node.errors import NodeError
 from hashfed.node.home import init_node, open_node
@@ -25,8 +19,43 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 DEFAULT_HOME = "hashfed-node"
 
 
+# The subcommands, each imported only when it runs: importing them all (aiohttp,
+# numba, Pillow...) would cost every command most of a second.
+LAZY_COMMANDS = {
+    "case": "hashfed.node.cli_case:case_group",
+    "cases": "hashfed.node.cli_case:cases_group",
+    "evidence": "hashfed.node.cli_witness:evidence_group",
+    "feedback": "hashfed.node.cli_match:feedback_command",
+    "hash": "hashfed.node.cli_hash:hash_command",
+    "log": "hashfed.node.cli_log:log_group",
+    "match": "hashfed.node.cli_match:match_command",
+    "peers": "hashfed.node.cli_peers:peers_group",
+    "policy": "hashfed.node.cli_witness:policy_group",
+    "publish": "hashfed.node.cli_log:publish_command",
+    "retract": "hashfed.node.cli_log:retract_command",
+    "serve": "hashfed.node.cli_sync:serve_command",
+    "status": "hashfed.node.cli_sync:status_command",
+    "sync": "hashfed.node.cli_sync:sync_command",
+    "trust": "hashfed.node.cli_peers:trust_group",
+    "witness": "hashfed.node.cli_witness:witness_group",
+}
+
+
 class _Group(click.Group):
-    """A group that turns hashfed's own errors into one-line messages, not tracebacks."""
+    """A group that loads subcommands lazily and turns hashfed's own errors into
+    one-line messages, not tracebacks."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return super().get_command(ctx, name)
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -73,7 +102,7 @@ def main(ctx: click.Context, home: Path) -> None:
 )
 @click.pass_obj
 def init_command(home: Path, origin: str | None, role: str) -> None:
-    """Create a node directory with new log-signing and peer keys and an empty signed log.
+    """Create a node directory with its three keys (log, peer, witness) and an empty signed log.
 
     \b
     Example:
@@ -84,9 +113,9 @@ def init_command(home: Path, origin: str | None, role: str) -> None:
         click.echo(f"created {role} node {node.config.origin} in {home}")
         click.echo(f"log verifier key: {node.signer.vkey()}")
         click.echo(f"peer verifier key: {node.peer_signer.vkey()}")
+        click.echo(f"witness verifier key: {node.witness_signer().vkey()}")
         click.echo(
-            f"the secret keys are in {node.config.log_key} and {node.config.peer_key}"
-            " (mode 0600); back them up"
+            f"the secret keys are in {node.config.log_key.parent}/ (mode 0600); back them up"
         )
 
 
@@ -125,21 +154,3 @@ def keys_show(home: Path, fmt: str) -> None:
             click.echo(f"{row['key']}: {row['vkey']}")
         return
     emit(rows, fmt, ["key", "vkey", "file"])
-
-
-main.add_command(witness_group)
-main.add_command(policy_group)
-main.add_command(evidence_group)
-main.add_command(hash_command)
-main.add_command(publish_command)
-main.add_command(retract_command)
-main.add_command(log_group)
-main.add_command(peers_group)
-main.add_command(trust_group)
-main.add_command(sync_command)
-main.add_command(status_command)
-main.add_command(serve_command)
-main.add_command(match_command)
-main.add_command(feedback_command)
-main.add_command(case_group)
-main.add_command(cases_group)

@@ -321,7 +321,8 @@ def serve_command(
     if interval is not None:
         node.config = replace(config, sync=replace(config.sync, interval=interval))
     read_db = open_database(config.database)
-    witness_db = open_database(config.database)
+    witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
+    push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
     index = BankIndex.load(read_db.conn)
     witness = Witness(witness_db, node.witness_signer(), lambda: int(time.time()))
     app = create_app(
@@ -342,7 +343,7 @@ def serve_command(
         await asyncio.to_thread(warm_up)
         task = None if no_sync else asyncio.create_task(sync_loop(node, on_round=after_round))
         refresher = asyncio.create_task(refresh_loop(index, read_db.conn))
-        rewitness = asyncio.create_task(witness_loop(witness_db, node.config))
+        rewitness = asyncio.create_task(witness_loop(push_db, node.config))
         yield
         for t in (task, refresher, rewitness):
             if t is not None:
@@ -352,6 +353,7 @@ def serve_command(
         node.close()
         read_db.conn.close()
         witness_db.conn.close()
+        push_db.conn.close()
 
     app.cleanup_ctx.append(background_sync)
     if config.role == "publisher":

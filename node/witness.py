@@ -24,7 +24,9 @@ are C2SP tlog-cosignature/v1 lines by the node's witness key, a key of its own.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,9 +81,21 @@ class Witness:
         self._db = db
         self._cosigner = cosigner
         self._clock = clock
+        # Requests run in worker threads (so that waiting for the database never
+        # blocks the event loop) and share one connection: one at a time.
+        self._lock = threading.Lock()
 
     def add_checkpoint(self, body: bytes) -> Answer:
-        """Handles one add-checkpoint request body."""
+        """Handles one add-checkpoint request body (safe to call from any thread)."""
+        with self._lock:
+            try:
+                return self._add_checkpoint(body)
+            except sqlite3.OperationalError:
+                # The database stayed locked past busy_timeout (a long sync holds it):
+                # nothing was recorded, and the log may simply try again.
+                return Answer(503, "the witness is busy; retry shortly\n")
+
+    def _add_checkpoint(self, body: bytes) -> Answer:
         try:
             request = parse_add_checkpoint(body)
         except ProtocolError as exc:
@@ -236,7 +250,7 @@ async def add_checkpoint_handler(request: web.Request) -> web.Response:
     body = await request.content.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
         return web.Response(status=413, text="request body too large\n")
-    answer = request.app[WITNESS_KEY].add_checkpoint(body)
+    answer = await asyncio.to_thread(request.app[WITNESS_KEY].add_checkpoint, body)
     # body, not text: aiohttp would add "; charset=utf-8", and tlog-witness clients
     # compare the 409 Content-Type with "text/x.tlog.size" exactly.
     return web.Response(
