@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,12 @@ MonotonicClock = Callable[[], float]
 
 
 class TokenBucket:
-    """Per-client token buckets: burst tokens, refilled at per_hour an hour, in memory only."""
+    """Per-client token buckets: burst tokens, refilled at per_hour an hour, in memory only.
+
+    At most max_clients buckets are kept, least recently used first out: memory
+    and the work per request stay bounded however many addresses a caller has.
+    A forgotten client starts again with a full bucket.
+    """
 
     def __init__(
         self,
@@ -83,32 +90,54 @@ class TokenBucket:
         clock: MonotonicClock = time.monotonic,
         max_clients: int = 100_000,
     ) -> None:
+        if max_clients < 1:
+            raise ValueError("max_clients must be at least 1")
         self.burst = burst
         self.rate = per_hour / 3600
         self._clock = clock
         self._max = max_clients
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, client: str) -> float:
         """Takes a token for client; returns 0 if it had one, else the seconds until it will."""
         now = self._clock()
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens, last = self._buckets.pop(client, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0
         if tokens < 1:
-            self._buckets[client] = (tokens, now)
-            return (1 - tokens) / self.rate
-        if client not in self._buckets and len(self._buckets) >= self._max:
-            self._forget_full(now)
-        self._buckets[client] = (tokens - 1, now)
-        return 0.0
+            wait = (1 - tokens) / self.rate
+        else:
+            tokens -= 1
+        self._buckets[client] = (tokens, now)  # now the most recently used
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return wait
 
-    def _forget_full(self, now: float) -> None:
-        """Drops clients whose buckets have refilled (they are as good as new)."""
-        self._buckets = {
-            c: (t, last)
-            for c, (t, last) in self._buckets.items()
-            if t + (now - last) * self.rate < self.burst
-        }
+
+OPEN_GLOBAL_BURST = 200
+"""Cases any number of clients together may open at once (CaseApi's open_global)."""
+
+OPEN_GLOBAL_PER_HOUR = 1000.0
+"""How fast that shared allowance refills, in cases an hour."""
+
+_EVERYONE = "*"
+
+
+def client_key(address: str) -> str:
+    """Returns the rate-limit key of a client address: an IPv4 address as it is, an IPv6
+    address by its /64 (one host usually holds a whole /64), anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]").split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class CaseApi:
@@ -120,10 +149,13 @@ class CaseApi:
         config: CasesConfig,
         clock: MonotonicClock = time.monotonic,
         send_mail: Callable[[str, str], None] | None = None,
+        open_global: tuple[int, float] = (OPEN_GLOBAL_BURST, OPEN_GLOBAL_PER_HOUR),
     ) -> None:
         self.desk = desk
         self.config = config
         self.opening = TokenBucket(config.open_burst, config.open_per_hour, clock)
+        # One bucket shared by every client: holds a caller with many addresses.
+        self.opening_everyone = TokenBucket(open_global[0], open_global[1], clock, 1)
         self.guessing = TokenBucket(config.guess_burst, config.guess_per_hour, clock)
         self.send_mail = send_mail or (
             (lambda to, number: send_case_number(config, to, number, desk.origin))
@@ -132,13 +164,18 @@ class CaseApi:
         )
 
     def client(self, request: web.Request) -> str:
-        """Returns the client's address: the trusted proxy's header if configured, else the peer."""
+        """Returns the client's rate-limit key (:func:`client_key`) from the trusted proxy's
+        header if configured, else from the peer's address."""
         if self.config.client_ip_header:
             value = request.headers.get(self.config.client_ip_header, "")
             last = value.split(",")[-1].strip()
             if last:
-                return last
-        return request.remote or "-"
+                return client_key(last)
+        return client_key(request.remote or "-")
+
+    def take_opening(self, request: web.Request) -> float:
+        """Takes a token to open a case from the client's bucket, then from everyone's."""
+        return self.opening.take(self.client(request)) or self.opening_everyone.take(_EVERYONE)
 
 
 CASE_API = web.AppKey("hashfed_case_api", CaseApi)
@@ -239,7 +276,7 @@ def _opened_json(opened: OpenedCase, email_sent: bool | None) -> dict[str, Any]:
 
 async def open_case(request: web.Request) -> web.Response:
     api = request.app[CASE_API]
-    wait = api.opening.take(api.client(request))
+    wait = api.take_opening(request)
     if wait:
         return _too_many(wait, "cases opened")
     try:
@@ -332,13 +369,15 @@ def setup_case_api(
     *,
     clock: MonotonicClock = time.monotonic,
     send_mail: Callable[[str, str], None] | None = None,
+    open_global: tuple[int, float] = (OPEN_GLOBAL_BURST, OPEN_GLOBAL_PER_HOUR),
 ) -> CaseApi:
     """Adds the case routes to app (a node app from server.create_app) and returns their state.
 
     clock drives the rate limits (tests pass a fake one); send_mail(to, number)
-    replaces the SMTP sender.
+    replaces the SMTP sender; open_global is (burst, per hour) of the bucket all
+    clients share for opening cases.
     """
-    api = CaseApi(desk, config, clock, send_mail)
+    api = CaseApi(desk, config, clock, send_mail, open_global)
     app[CASE_API] = api
     number = CASES_PATH + "/{number}"
     app.router.add_post(CASES_PATH, open_case)
@@ -396,14 +435,31 @@ def redact_case_path(line: str) -> str:
     return _CASE_PATH.sub(r"\1<case>\2", line)
 
 
+def is_case_path(path: str) -> bool:
+    """Says whether path is the case desk's (/v1/cases or below it)."""
+    return path == CASES_PATH or path.startswith(CASES_PATH + "/")
+
+
 class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access logger, with case numbers replaced by ``<case>`` in the request line."""
+    """aiohttp's access logger, with case numbers replaced by ``<case>`` in the request line.
+
+    For requests to the case desk it also writes ``-`` for the client's address
+    (``%a``) and for every request header (``%{...}i``: User-Agent, Referer,
+    X-Forwarded-For): a case desk request leaves no trace of who made it.
+    """
 
     def _format_line(self, request: Any, response: Any, time: float) -> Any:
-        return [
-            (key, redact_case_path(value) if key == "first_request_line" else value)
-            for key, value in super()._format_line(request, response, time)
-        ]
+        private = request is not None and is_case_path(str(request.path))
+        out = []
+        for key, value in super()._format_line(request, response, time):
+            if key == "first_request_line":
+                value = redact_case_path(value)
+            elif private and (
+                key == "remote_address" or (isinstance(key, tuple) and key[0] == "request_header")
+            ):
+                value = "-"
+            out.append((key, value))
+        return out
 
 
 ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger

@@ -42,6 +42,7 @@ import logging
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -365,6 +366,30 @@ def parse_case_hashes(items: object, policy: Policy) -> list[CaseHash]:
     return out
 
 
+RACE_RETRIES = 5
+"""How often a batch or a withdrawal is redone when another process changed its cases."""
+
+CHECKPOINT_TRIES = 5
+
+
+class _Changed(Exception):
+    """The cases changed between reading them and the write transaction: roll back, redo."""
+
+
+def checkpoint_wal(conn: sqlite3.Connection, tries: int = CHECKPOINT_TRIES) -> bool:
+    """Moves the WAL file into the database and truncates it, so that deleted hashes
+    survive only in the (secure-deleted) database file; retries while readers keep it busy.
+    Returns whether it succeeded."""
+    for attempt in range(tries):
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return True
+        if attempt + 1 < tries:
+            time.sleep(0.05 * (attempt + 1))
+    log.warning("case desk: the WAL file could not be truncated (busy); deleted hashes stay in it")
+    return False
+
+
 def day_text(day: int) -> str:
     """Returns the UTC date (YYYY-MM-DD) of a Unix time."""
     return datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
@@ -511,6 +536,8 @@ class CaseDesk:
                 )
             conn.execute("DELETE FROM case_hashes WHERE case_id = ?", (case_id,))
             conn.execute("UPDATE cases SET state = 'rejected' WHERE id = ?", (case_id,))
+        # Move the deleted hashes out of the WAL file into the (secure-deleted) database.
+        checkpoint_wal(self.db.conn)
         log.info("case desk: case %s rejected", case_id)
 
     def publish_pending(self) -> BatchResult:
@@ -518,49 +545,65 @@ class CaseDesk:
 
         The batch's time is the desk clock rounded down to time_granularity; the
         cases become active and remember their log indices, in the same
-        transaction as the append.
+        transaction as the append. Another process (``hashfed cases reject``
+        beside ``hashfed serve``) may change the pending cases between reading
+        them and that transaction: inside it the batch is read again, and if any
+        of its hashes is no longer pending the append is rolled back and redone.
         """
         with self._lock:
-            rows = self.db.conn.execute(
-                "SELECT h.case_id, h.position, h.kind, h.hash, h.quality FROM case_hashes h"
-                " JOIN cases c ON c.id = h.case_id WHERE c.state = 'pending'"
-                " AND h.log_index IS NULL AND h.hash IS NOT NULL"
-            ).fetchall()
-            items = []
-            for case_id, position, kind, digest, quality in rows:
+            for _ in range(RACE_RETRIES):
                 try:
-                    check_hash(Kind(kind), bytes(digest), quality, self.policy)
-                except (InvalidRecord, ValueError):
-                    log.warning(
-                        "case desk: a pending hash of case %s no longer meets this node's "
-                        "policy (min_pdq_quality); left pending",
-                        case_id,
-                    )
-                    continue
-                items.append((case_id, position, NewHash(Kind(kind), bytes(digest), quality)))
-            if not items:
-                return BatchResult(0, 0)
-            secrets.SystemRandom().shuffle(items)
-            granularity = self.config.time_granularity
-            self._log_time = self._clock() // granularity * granularity
-            cases = {case_id for case_id, _, _ in items}
+                    return self._publish_once()
+                except _Changed:
+                    log.info("case desk: the pending cases changed while publishing; again")
+        raise NodeError("case desk: the pending cases kept changing while publishing; try again")
 
-            def record(conn: sqlite3.Connection, result: AppendResult) -> None:
-                conn.executemany(
-                    "UPDATE case_hashes SET log_index = ?, hash = NULL"
-                    " WHERE case_id = ? AND position = ?",
-                    [(result.first_index + n, c, p) for n, (c, p, _) in enumerate(items)],
+    def _publish_once(self) -> BatchResult:
+        items = []
+        for case_id, position, kind, digest, quality in self._pending_rows(self.db.conn):
+            try:
+                check_hash(Kind(kind), bytes(digest), quality, self.policy)
+            except (InvalidRecord, ValueError):
+                log.warning(
+                    "case desk: a pending hash of case %s no longer meets this node's "
+                    "policy (min_pdq_quality); left pending",
+                    case_id,
                 )
-                conn.executemany(
-                    "UPDATE cases SET state = 'active' WHERE id = ? AND NOT EXISTS"
-                    " (SELECT 1 FROM case_hashes WHERE case_id = ? AND log_index IS NULL)",
-                    [(c, c) for c in cases],
-                )
+                continue
+            items.append((case_id, position, NewHash(Kind(kind), bytes(digest), quality)))
+        if not items:
+            return BatchResult(0, 0)
+        secrets.SystemRandom().shuffle(items)
+        granularity = self.config.time_granularity
+        self._log_time = self._clock() // granularity * granularity
+        cases = {case_id for case_id, _, _ in items}
 
-            result = self._log.publish(
-                [NewHash(h.kind, h.hash, h.quality, CASE_LABELS) for _, _, h in items],
-                then=record,
+        def record(conn: sqlite3.Connection, result: AppendResult) -> None:
+            # Inside the append's transaction (BEGIN IMMEDIATE): every hash of the
+            # batch must still be pending, or the whole append is rolled back.
+            pending = {(r[0], r[1]) for r in self._pending_rows(conn)}
+            if any((c, p) not in pending for c, p, _ in items):
+                raise _Changed()
+            updated = conn.executemany(
+                "UPDATE case_hashes SET log_index = ?, hash = NULL"
+                " WHERE case_id = ? AND position = ? AND log_index IS NULL"
+                " AND hash IS NOT NULL"
+                " AND case_id IN (SELECT id FROM cases WHERE state = 'pending')",
+                [(result.first_index + n, c, p) for n, (c, p, _) in enumerate(items)],
+            ).rowcount
+            if updated != len(items):
+                raise _Changed()
+            conn.executemany(
+                "UPDATE cases SET state = 'active' WHERE id = ? AND state = 'pending'"
+                " AND NOT EXISTS (SELECT 1 FROM case_hashes WHERE case_id = ?"
+                " AND log_index IS NULL)",
+                [(c, c) for c in cases],
             )
+
+        result = self._log.publish(
+            [NewHash(h.kind, h.hash, h.quality, CASE_LABELS) for _, _, h in items],
+            then=record,
+        )
         log.info(
             "case desk: published %d hashes of %d cases from index %d",
             len(items),
@@ -568,6 +611,18 @@ class CaseDesk:
             result.first_index,
         )
         return BatchResult(len(items), len(cases), result.first_index, self._log_time)
+
+    def _pending_rows(self, conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        """Returns (case id, position, kind, hash, quality) of every unpublished hash of
+        every pending case."""
+        return [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT h.case_id, h.position, h.kind, h.hash, h.quality FROM case_hashes h"
+                " JOIN cases c ON c.id = h.case_id WHERE c.state = 'pending'"
+                " AND h.log_index IS NULL AND h.hash IS NOT NULL"
+            )
+        ]
 
     # -- internals --------------------------------------------------------------------
 
@@ -615,20 +670,41 @@ class CaseDesk:
             raise UnknownCaseId(f"no case with id {case_id!r}; see 'hashfed cases list'")
         return str(row[0])
 
-    def _withdraw(self, case_id: str) -> None:
-        conn = self.db.conn
+    def _published_indices(self, conn: sqlite3.Connection, case_id: str) -> list[int]:
+        """Returns the log indices of the case's hashes that are published and not retracted."""
         own = logstore.get_log(conn, self.origin)
         assert own is not None, "the desk's database holds the node's own log"
-        indices = [
+        return sorted(
             int(r[0])
             for r in conn.execute(
                 "SELECT h.log_index FROM case_hashes h JOIN bank b ON b.log_id = ?"
                 " AND b.idx = h.log_index WHERE h.case_id = ? AND b.status = 'active'",
                 (own.id, case_id),
             )
-        ]
+        )
+
+    def _withdraw(self, case_id: str) -> None:
+        """Retracts the case's published hashes and deletes its pending ones.
+
+        The indices are read before the retract's transaction (OwnLog takes them
+        as arguments) and checked again inside it: if a batch of another
+        process published a hash of the case meanwhile, one is still active
+        after the retraction, and the transaction is rolled back and redone.
+        """
+        for _ in range(RACE_RETRIES):
+            try:
+                self._withdraw_once(case_id)
+                return
+            except _Changed:
+                log.info("case desk: case %s was published while withdrawing it; again", case_id)
+        raise NodeError("case desk: the case kept changing while withdrawing it; try again")
+
+    def _withdraw_once(self, case_id: str) -> None:
+        indices = self._published_indices(self.db.conn, case_id)
 
         def mark(tx: sqlite3.Connection, _result: AppendResult | None = None) -> None:
+            if self._published_indices(tx, case_id):
+                raise _Changed()
             tx.execute(
                 "DELETE FROM case_hashes WHERE case_id = ? AND log_index IS NULL", (case_id,)
             )
@@ -642,7 +718,7 @@ class CaseDesk:
         else:
             with transaction(self.db) as tx:
                 mark(tx)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint_wal(self.db.conn)
 
     def _status(self, conn: sqlite3.Connection, case_id: str) -> CaseStatus:
         state, opened, count = conn.execute(

@@ -12,6 +12,7 @@ approve or reject those held for review, and publish the pending batch now.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import sys
@@ -41,13 +42,58 @@ _publisher_option = click.option(
 )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: following one would send the PIN header to another URL."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        raise click.ClickException(
+            f"the case desk answered with a redirect ({code}) to {newurl}; it is not "
+            "followed, so that the PIN goes nowhere else: give --publisher the desk's own URL"
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_publisher_url(url: str) -> None:
+    """Refuses a case desk URL that is not https (http only to this machine)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise click.ClickException(
+        f"--publisher must be an https:// URL (http:// only for this machine), not {url!r}: "
+        "the case number and PIN must not cross the network in the clear"
+    )
+
+
 def _request(
     publisher: str, method: str, path: str, body: Any = None, pin: str | None = None
 ) -> dict[str, Any]:
-    """Sends one JSON request to the case desk; returns the JSON answer or raises ClickException."""
+    """Sends one JSON request to the case desk; returns the JSON answer or raises ClickException.
+
+    Redirects are refused, and the URL must be https unless it names a loopback host.
+    """
     url = publisher.rstrip("/") + path
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise click.ClickException(f"--publisher must be an http(s) URL, not {publisher!r}")
+    check_publisher_url(url)
     headers = {"Accept": "application/json"}
     data = None
     if body is not None:
@@ -57,7 +103,7 @@ def _request(
         headers[PIN_HEADER] = pin
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with _OPENER.open(request, timeout=TIMEOUT) as response:
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:

@@ -82,8 +82,10 @@ class CasesConfig:
     are per-client token buckets for opening cases and for PIN checks;
     max_failures wrong PINs lock a case for lockout seconds, doubling each time
     (at most a day). smtp_* say where the optional email goes (smtp_host empty:
-    no email). client_ip_header names a header a trusted reverse proxy sets to
-    the client's address (empty: the TCP peer's address).
+    no email); smtp_starttls (default on) upgrades the SMTP connection with
+    STARTTLS before the case number is sent. client_ip_header names a header a
+    trusted reverse proxy sets to the client's address (empty: the TCP peer's
+    address).
     """
 
     review: bool = False
@@ -98,7 +100,7 @@ class CasesConfig:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_from: str = ""
-    smtp_starttls: bool = False
+    smtp_starttls: bool = True
     client_ip_header: str = ""
 
 

@@ -232,6 +232,9 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     conn.execute("PRAGMA synchronous=FULL")
     # Erased hashes must not linger in free pages (specs/protocol.md, erasure).
     conn.execute("PRAGMA secure_delete=ON")
+    # After each checkpoint the WAL file is cut back to this size, so that a long
+    # transaction's page images (which may hold erased hashes) do not linger in it.
+    conn.execute("PRAGMA journal_size_limit=67108864")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     version = _schema_version(conn)

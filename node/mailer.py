@@ -8,12 +8,15 @@ no address (smtplib's own exceptions can; they are replaced by
 
 from __future__ import annotations
 
+import logging
 import re
 import smtplib
 import ssl
 from email.message import EmailMessage
 
 from hashfed.node.config import CasesConfig
+
+log = logging.getLogger("hashfed.cases")
 
 MAX_ADDRESS_LENGTH = 254
 
@@ -69,6 +72,11 @@ def send_case_number(
         with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=timeout) as smtp:
             if config.smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
+            else:
+                log.warning(
+                    "case desk: sending a case number without STARTTLS ([cases] "
+                    "smtp_starttls = false): it crosses the network in the clear"
+                )
             smtp.send_message(msg)
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"the email could not be sent ({type(exc).__name__})") from None

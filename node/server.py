@@ -51,7 +51,7 @@ from hashfed.protocol.tiles import (
 
 IMMUTABLE = "max-age=31536000, immutable"
 CHECKPOINT_CACHE = "max-age=2, must-revalidate"
-CONTENT_CACHE = "no-cache"
+CONTENT_CACHE = "no-store"  # content is erased after a retraction: no cache may keep it
 
 
 @dataclass
@@ -118,7 +118,12 @@ def _cache(served: _Served, policy: str) -> str:
 
 
 def _served(request: web.Request) -> _Served:
-    served = request.app[DIRECTORY].find(request.match_info["origin_hash"])
+    directory = request.app[DIRECTORY]
+    if request_peer(request) is None and not directory.is_public_path(request.path):
+        # Anonymous callers get 401 whether or not the node holds the log, so that
+        # guessing origins does not reveal which banks a node mirrors.
+        check_read(request, "this log", public=False)
+    served = directory.find(request.match_info["origin_hash"])
     if served is None:
         raise web.HTTPNotFound(text="no such log on this node\n")
     check_read(request, served.log.origin, served.public)
@@ -192,9 +197,28 @@ well as the default level 6, in a fraction of the time, and in the event loop
 (aiohttp's own compression hands every body over 1 KiB to a thread)."""
 
 
+def _accepts_gzip(header: str) -> bool:
+    """Reports whether an Accept-Encoding header accepts gzip (a q of 0 refuses it)."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().lower()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
 def _gzip_if_accepted(request: web.Request, body: bytes, headers: dict[str, str]) -> bytes:
-    """Returns body gzipped (and sets Content-Encoding) if the client accepts gzip."""
-    if "gzip" not in request.headers.get("Accept-Encoding", ""):
+    """Returns body gzipped (and sets Content-Encoding) if the client accepts gzip.
+
+    The answer depends on Accept-Encoding, so caches are told (Vary): a shared cache
+    must never hand gzip bytes to a client that did not ask for them."""
+    headers["Vary"] = "Accept-Encoding"
+    if not _accepts_gzip(request.headers.get("Accept-Encoding", "")):
         return body
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     headers["Content-Encoding"] = "gzip"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,7 @@ async def sync_node(
     if not peer_list:
         raise NodeError("this node has no peers to sync from; add one with 'hashfed peers add'")
     store = SqliteSyncStore(node.db, retention=node.config.sync.retention)
+    store.prune()  # expired retentions, staging of logs no longer followed
     witness_policy = load_policy(node.config.home)
     outcomes = []
     async with aiohttp.ClientSession() as session:
@@ -124,6 +126,9 @@ async def sync_loop(
             failed = any(not o.ok for o in outcomes or [])
         except NodeError:
             outcomes, failed = None, False  # nothing to sync yet: not a failure
+        except Exception:  # a bug or a broken database must not end the loop silently
+            logging.getLogger("hashfed.sync").exception("background sync failed")
+            outcomes, failed = None, True
         failures = failures + 1 if failed else 0
         delay = next_delay(config.interval, config.jitter, failures, config.backoff_max, rng)
         if on_round is not None:

@@ -14,7 +14,7 @@ from hashfed.node import logstore
 from hashfed.node.db import transaction
 from hashfed.protocol.evidence import Evidence
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH
-from hashfed.sync.errors import NotFollowed
+from hashfed.sync.errors import Halted, NotFollowed, SyncError
 from hashfed.sync.store import BankAddition, LogState, Staged
 
 APPLY_CACHE_KIB = -128 * 1024
@@ -131,6 +131,8 @@ class SqliteSyncStore:
         main = next(r[2] for r in staging.execute("PRAGMA database_list") if r[1] == "main")
         if others or not main:
             staging.execute("DELETE FROM staged WHERE log_id = ?", (log_id,))
+            # Staged content may hold hashes retracted since: keep no copy in the WAL.
+            staging.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return
         # Nothing else is staged: drop the whole file rather than delete (and, with
         # secure_delete, overwrite) hundreds of MB of rows after a long catch-up.
@@ -140,7 +142,7 @@ class SqliteSyncStore:
             Path(main + suffix).unlink(missing_ok=True)
 
     @contextmanager
-    def apply(self, origin: str) -> Iterator[_ApplyTx]:
+    def apply(self, origin: str, size: int, root: bytes) -> Iterator[_ApplyTx]:
         log = self._log(origin)
         # A catch-up writes hundreds of MB in this one transaction: a larger page
         # cache (128 MiB, bounded whatever the log size) spills fewer dirty pages to
@@ -149,19 +151,35 @@ class SqliteSyncStore:
         self._conn.execute(f"PRAGMA cache_size={min(int(cache), APPLY_CACHE_KIB)}")
         try:
             with transaction(self._db) as conn:
+                # Re-read under the write lock: another sync (the CLI beside 'serve')
+                # may have moved the log, or a witness halted the origin, since the
+                # caller read its state. Applying then would roll the log back.
+                now = conn.execute(
+                    "SELECT size, root, halted FROM logs WHERE id = ?", (log.id,)
+                ).fetchone()
+                if now[2]:
+                    raise Halted(f"{origin} was halted by evidence of equivocation meanwhile")
+                if (now[0], bytes(now[1])) != (size, root):
+                    raise SyncError(
+                        f"{origin} changed while syncing (another sync applied it); sync again"
+                    )
                 tx = _ApplyTx(conn, log.id, self._retention, self._clock())
                 yield tx
         finally:
             self._conn.execute(f"PRAGMA cache_size={int(cache)}")
+        if tx.erased:
+            # Retracted hashes were erased: move them out of the WAL file too.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if tx.cleared:
             # After the commit: staged bundles are only ever dropped once applied
             # (a crash in between leaves them, and staged_counts drops them then).
             self.clear_staged(origin)
 
-    def refresh_checkpoint(self, origin: str, note: str) -> None:
+    def refresh_checkpoint(self, origin: str, size: int, root: bytes, note: str) -> None:
         with transaction(self._db) as conn:
             log = self._log(origin)
-            logstore.record_checkpoint(conn, log.id, log.size, log.root, note)
+            if (log.size, log.root) == (size, root):
+                logstore.record_checkpoint(conn, log.id, size, root, note)
 
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         with transaction(self._db) as conn:
@@ -171,6 +189,34 @@ class SqliteSyncStore:
                 (log_id, self._clock(), detail, evidence.format()),
             )
             conn.execute("UPDATE logs SET halted = 1 WHERE id = ?", (log_id,))
+        # A halted origin is never applied again: drop what was fetched of it.
+        self.clear_staged(origin)
+
+    def prune(self) -> None:
+        """Erases what the node must not keep: staged data of logs it no longer follows
+        (or that are halted), and retracted hashes whose retention period has passed
+        (checked every round, not only when a log grows). Truncates the WAL after."""
+        erased = 0
+        now = self._clock()
+        with transaction(self._db) as conn:
+            if self._retention:
+                erased = conn.execute(
+                    "UPDATE bank SET hash = NULL, salt = NULL WHERE status = 'retracted'"
+                    " AND hash IS NOT NULL AND retracted_at < ?",
+                    (now - self._retention,),
+                ).rowcount
+            stale = [
+                origin
+                for (origin,) in conn.execute(
+                    "SELECT origin FROM logs WHERE own = 0 AND (halted = 1 OR origin NOT IN"
+                    " (SELECT origin FROM trust))"
+                )
+            ]
+        for origin in stale:
+            if self.staged_counts(origin):
+                self.clear_staged(origin)
+        if erased:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def record_sync(self, origin: str, peer: str, error: str | None) -> None:
         now = self._clock()
@@ -202,6 +248,7 @@ class _ApplyTx:
         self._conn, self._log_id = conn, log_id
         self._retention, self._now = retention, now
         self.cleared = False  # clear_staged() was called: clear them once committed
+        self.erased = False  # retracted content was erased in this transaction
 
     def addition_status(self, index: int) -> str | None:
         row = self._conn.execute(
@@ -227,6 +274,7 @@ class _ApplyTx:
         if not rows:
             return
         erase = "hash = NULL, salt = NULL," if self._retention == 0 else ""
+        self.erased = self.erased or self._retention == 0
         self._conn.executemany(
             f"UPDATE bank SET status = 'retracted', {erase} retracted_by = ?,"
             " retract_reason = ?, retracted_at = ? WHERE log_id = ? AND idx = ?",

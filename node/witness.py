@@ -13,7 +13,7 @@ checkpoint it cosigned, and it cosigns a new checkpoint only if:
   consistency proof verifies (else 422; kept as evidence when the proof itself
   shows another prefix);
 * if the node also mirrors the origin, the checkpoint agrees with the verified
-  tree it holds (else 409, kept as evidence).
+  tree it holds (else 422, kept as evidence).
 
 Checking and recording the new state happen in one database transaction, so
 two concurrent requests cannot both advance from the same old size; the new
@@ -122,8 +122,6 @@ class Witness:
             return Answer(403, f"no valid signature by {origin}'s key: {exc}\n")
         if request.old_size > checkpoint.size:
             return Answer(400, "the old size is above the checkpoint's size\n")
-        if request.old_size == 0 and request.proof:
-            return Answer(400, "a proof from old size 0 must be empty\n")
         with transaction(self._db) as conn:
             answer = self._check_and_record(
                 conn, origin, request.old_size, request.proof, checkpoint, request.checkpoint
@@ -149,6 +147,8 @@ class Witness:
         size, root, held_note = row
         if old_size != size:
             return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
+        if old_size == 0 and proof:  # after the 409 check, so a lost log learns the size
+            return Answer(400, "a proof from old size 0 must be empty\n")
         if checkpoint.size == size and size > 0 and checkpoint.root != root:
             self._evidence(
                 conn,
@@ -223,8 +223,8 @@ class Witness:
             Evidence(note, log.checkpoint, prefix, tuple(proof)),
             f"checkpoint of size {checkpoint.size} disagrees with the mirrored log",
         )
-        held = conn.execute("SELECT size FROM witnessed WHERE origin = ?", (origin,)).fetchone()
-        return Answer(409, f"{held[0]}\n", SIZE_CONTENT_TYPE)
+        # Not 409: the client's old size is right, and a 409 would have it retry forever.
+        return Answer(422, "the checkpoint is inconsistent with the log this node mirrors\n")
 
     def _evidence(
         self, conn: sqlite3.Connection, origin: str, evidence: Evidence, detail: str

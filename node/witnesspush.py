@@ -20,7 +20,6 @@ import aiohttp
 import sqlite_utils
 from hashfed.node import logstore
 from hashfed.node.db import transaction
-from hashfed.protocol.checkpoint import parse_checkpoint_body
 from hashfed.protocol.merkle import consistency_proof
 from hashfed.protocol.policy import Policy, PolicyWitness
 from hashfed.protocol.tiles import TileHashReader
@@ -134,8 +133,21 @@ async def push_checkpoint(
     if lines:
         with transaction(db) as conn:
             current = logstore.get_log(conn, origin)
-            if current is not None and current.size == log.size:
-                cosigned = note + "".join(lines)
-                parse_checkpoint_body(split_note(cosigned)[0])
+            if (
+                current is not None
+                and current.checkpoint is not None
+                and (current.size, current.root) == (log.size, log.root)
+            ):
+                # Keep the cosignatures of witnesses that did not answer this round
+                # (one timing out must not drop the checkpoint below a quorum); replace
+                # those that did, whose new lines carry newer timestamps.
+                answered = {line.split(" ", 2)[1] for line in lines}
+                _, held = split_note(current.checkpoint)
+                kept = [
+                    line
+                    for line in held
+                    if line.split(" ", 2)[1] != origin and line.split(" ", 2)[1] not in answered
+                ]
+                cosigned = note + "".join(kept) + "".join(lines)
                 conn.execute("UPDATE logs SET checkpoint = ? WHERE id = ?", (cosigned, log.id))
     return report

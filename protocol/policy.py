@@ -228,12 +228,13 @@ class Policy:
         cosigners: dict[str, int] = {}
         for sig in opened.unverified_sigs:
             w = by_key.get((sig.name, sig.key_hash))
-            if w is None or w.name in cosigners:
+            if w is None:
                 continue
             timestamp = _verified_timestamp(w.verifier, text, sig)
             if timestamp is None or (now is not None and timestamp > now):
                 continue
-            cosigners[w.name] = timestamp
+            # Two valid lines from one witness: the newer one attests more.
+            cosigners[w.name] = max(timestamp, cosigners.get(w.name, timestamp))
         if self.quorum == NONE:
             return QuorumResult(met=True, cosigners=cosigners, attested=None)
         if not self.satisfied_by(set(cosigners)):

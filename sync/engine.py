@@ -175,7 +175,7 @@ async def _sync(
             and state.checkpoint is not None
             and attested > (policy.quorum(state.checkpoint)[1] or -1)
         ):
-            store.refresh_checkpoint(origin, note)
+            store.refresh_checkpoint(origin, checkpoint.size, checkpoint.root, note)
             result.status = "refreshed"
         return result
     if not met:
@@ -308,7 +308,7 @@ async def _catch_up(
     before = replace(result, retracted_indices=list(result.retracted_indices))
     tasks: dict[int, asyncio.Task[tuple[Staged, list[bytes], list[bytes]]]] = {}
     try:
-        with store.apply(origin) as tx:
+        with store.apply(origin, old, state.root) as tx:
             try:
                 builder = TreeBuilder.resume(old, _our_tiles(store, origin), root=state.root)
             except (ProtocolError, LookupError) as exc:

@@ -108,12 +108,15 @@ class SyncStore(Protocol):
 
     def clear_staged(self, origin: str) -> None: ...
 
-    def apply(self, origin: str) -> AbstractContextManager[ApplyTx]:
-        """Opens the transaction that applies entries (all or nothing; rolled back
-        if the block raises). The other methods stay usable while it is open."""
+    def apply(self, origin: str, size: int, root: bytes) -> AbstractContextManager[ApplyTx]:
+        """Opens the transaction that applies entries on top of the tree (size, root)
+        (all or nothing; rolled back if the block raises). It raises SyncError at once
+        if the stored log is no longer that tree (another sync moved it) or the origin
+        was halted meanwhile. The other methods stay usable while it is open."""
 
-    def refresh_checkpoint(self, origin: str, note: str) -> None:
-        """Replaces the stored note of the current tree by one with newer cosignatures."""
+    def refresh_checkpoint(self, origin: str, size: int, root: bytes, note: str) -> None:
+        """Replaces the stored note of the tree (size, root) by one with newer
+        cosignatures; does nothing if the stored log is no longer that tree."""
 
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         """Keeps proof that origin signed inconsistent checkpoints; halts the origin."""

@@ -24,13 +24,16 @@ from hashfed.node.caseapi import (
     PIN_HEADER,
     CaseApi,
     RedactingAccessLogger,
+    TokenBucket,
     batch_loop,
+    client_key,
     setup_case_api,
 )
 from hashfed.node.cases import CaseDesk, open_case_desk
 from hashfed.node.config import CasesConfig, ServerConfig
 from hashfed.node.db import open_database
 from hashfed.node.home import Node
+from hashfed.node.mailer import send_case_number
 from hashfed.node.server import create_app
 from hashfed.protocol.records import Retraction, Verdict, decode_record
 from hashfed.protocol.tiles import decode_bundle
@@ -545,7 +548,15 @@ async def test_email_sent_once_and_nothing_identifying_stored_or_logged(
             smtp_host="127.0.0.1",
             smtp_port=port,
             smtp_from="desk@stopncii.example",
+            smtp_starttls=False,  # the test server offers no STARTTLS
         ) as d:
+            # On by default: a server without STARTTLS gets no case number.
+            d.api.send_mail = lambda to, number: send_case_number(
+                replace(d.api.config, smtp_starttls=True), to, number, "p"
+            )
+            refused = await d.open(pdq(4, 1), email=address)
+            assert refused["email_sent"] is False and len(inbox.messages) == 0
+            d.api.send_mail = lambda to, number: send_case_number(d.api.config, to, number, "p")
             opened = await d.open(pdq(5, 2), email=address, pin=PIN)
             assert opened["email_sent"] is True
             number = opened["case"]
@@ -623,3 +634,210 @@ async def test_case_paths_need_no_peer_session_but_logs_still_do(tmp_path: Path)
         assert (await d.call("GET", "/logs"))[0] == 401
         assert (await d.call("GET", "/v1/casesX"))[0] == 401
         assert (await d.call("POST", CASES_PATH, {"hashes": pdq(1, 1)}))[0] == 201
+
+
+# -- races between processes (hashfed serve beside hashfed cases ...) --------------------
+
+
+def two_desks(tmp_path: Path, **cases: Any) -> tuple[Node, CaseDesk, CaseDesk]:
+    """Two desks on one database, each on its own connection, as two processes have."""
+    node = make_node(tmp_path, "p", "publisher")
+    node.config = replace(node.config, cases=replace(CasesConfig(), **cases))
+    clock = Clock()
+    return (
+        node,
+        open_case_desk(node.config, node.signer, clock),
+        open_case_desk(node.config, node.signer, clock),
+    )
+
+
+def case_id_of(desk: CaseDesk, number: str, pin: str) -> str:
+    with desk._lock:
+        return desk._authenticate(number, pin)
+
+
+def bank_statuses(node: Node) -> list[str]:
+    log = logstore.get_log(node.db.conn, node.config.origin)
+    assert log is not None
+    rows = node.db.conn.execute("SELECT status FROM bank WHERE log_id = ?", (log.id,))
+    return sorted(str(r[0]) for r in rows)
+
+
+def test_a_case_rejected_while_a_batch_is_built_is_not_published(tmp_path: Path) -> None:
+    from hashfed.node.cases import parse_case_hashes
+
+    node, serve_desk, cli_desk = two_desks(tmp_path)
+    kept = serve_desk.open_case(parse_case_hashes(pdq(1, 2), serve_desk.policy), PIN)
+    dropped = serve_desk.open_case(parse_case_hashes(pdq(2, 3), serve_desk.policy), PIN)
+    dropped_id = case_id_of(serve_desk, dropped.number, PIN)
+    read = serve_desk._pending_rows
+    calls = 0
+
+    def read_then_reject(conn: Any) -> list[tuple[Any, ...]]:
+        nonlocal calls
+        calls += 1
+        rows = read(conn)
+        if calls == 1:  # the batch is read; the operator rejects a case before it is written
+            cli_desk.reject(dropped_id)
+        return rows
+
+    serve_desk._pending_rows = read_then_reject  # type: ignore[method-assign]
+    result = serve_desk.publish_pending()
+    assert calls >= 3, "the batch was not read again inside the append's transaction"
+    assert (result.published, result.cases) == (2, 1)
+    assert log_size(node) == 2 and bank_statuses(node) == ["active", "active"]
+    states = dict(node.db.conn.execute("SELECT id, state FROM cases").fetchall())
+    assert states[dropped_id] == "rejected"
+    assert states[case_id_of(serve_desk, kept.number, PIN)] == "active"
+    assert node.db.conn.execute(
+        "SELECT count(*) FROM case_hashes WHERE case_id = ?", (dropped_id,)
+    ).fetchone() == (0,)
+    serve_desk.close()
+    cli_desk.close()
+    node.close()
+
+
+def test_a_case_withdrawn_while_a_batch_is_built_stays_withdrawn(tmp_path: Path) -> None:
+    from hashfed.node.cases import parse_case_hashes
+
+    node, serve_desk, person_desk = two_desks(tmp_path)
+    case = serve_desk.open_case(parse_case_hashes(pdq(3, 2), serve_desk.policy), PIN)
+    read = serve_desk._pending_rows
+    calls = 0
+
+    def read_then_withdraw(conn: Any) -> list[tuple[Any, ...]]:
+        nonlocal calls
+        calls += 1
+        rows = read(conn)
+        if calls == 1:
+            person_desk.withdraw(case.number, PIN)
+        return rows
+
+    serve_desk._pending_rows = read_then_withdraw  # type: ignore[method-assign]
+    assert serve_desk.publish_pending().published == 0
+    assert log_size(node) == 0
+    assert node.db.conn.execute("SELECT state FROM cases").fetchall() == [("withdrawn",)]
+    serve_desk.close()
+    person_desk.close()
+    node.close()
+
+
+def test_hashes_published_while_withdrawing_are_retracted(tmp_path: Path) -> None:
+    from hashfed.node.cases import parse_case_hashes
+
+    node, person_desk, serve_desk = two_desks(tmp_path)
+    case = person_desk.open_case(parse_case_hashes(pdq(4, 3), person_desk.policy), PIN)
+    read = person_desk._published_indices
+    calls = 0
+
+    def read_then_publish(conn: Any, case_id: str) -> list[int]:
+        nonlocal calls
+        calls += 1
+        indices = read(conn, case_id)
+        if calls == 1:  # none published yet; a batch of the serving process lands now
+            assert indices == []
+            assert serve_desk.publish_pending().published == 3
+        return indices
+
+    person_desk._published_indices = read_then_publish  # type: ignore[method-assign]
+    status = person_desk.withdraw(case.number, PIN)
+    assert status.state == "withdrawn"
+    assert bank_statuses(node) == ["retracted"] * 3
+    last = decode_record(entries(node)[-1])
+    assert isinstance(last, Retraction) and sorted(last.indices) == [0, 1, 2]
+    person_desk.close()
+    serve_desk.close()
+    node.close()
+
+
+def test_reject_truncates_the_wal_so_deleted_hashes_leave_it(tmp_path: Path) -> None:
+    from hashfed.node.cases import parse_case_hashes
+
+    node = make_node(tmp_path, "p", "publisher")
+    node.config = replace(node.config, cases=CasesConfig(review=True))
+    desk = open_case_desk(node.config, node.signer, Clock())
+    hashes = parse_case_hashes(pdq(7, 2), desk.policy)
+    desk.open_case(hashes, PIN)
+    wal = Path(str(node.config.database) + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    desk.reject(desk.list_cases("review")[0]["id"])
+    assert wal.stat().st_size == 0
+    stored = database_bytes(node)
+    for h in hashes:
+        assert h.hash not in stored
+    desk.close()
+    node.close()
+
+
+# -- logs and rate-limit memory ---------------------------------------------------------
+
+
+async def test_access_log_keeps_no_client_address_or_headers_for_case_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    agent, referer = "Browser/1.0 (person-identifying)", "https://referrer.example/private"
+    async with desk_server(tmp_path, access_log=True) as d:
+        headers = {"User-Agent": agent, "Referer": referer}
+        await d.call("POST", CASES_PATH, {"hashes": pdq(1, 1)}, headers=headers)
+        await d.call("GET", f"{CASES_PATH}/HF-{'1ABC-' * 6}DE", pin=PIN, headers=headers)
+        await d.call("GET", "/logs", headers=headers)
+    access = [r for r in caplog.records if r.name == "aiohttp.access"]
+    case_lines = [r.getMessage() for r in access if "/v1/cases" in r.getMessage()]
+    other = [r.getMessage() for r in access if "/logs" in r.getMessage()]
+    assert len(case_lines) == 2 and other
+    for line in case_lines:
+        assert "127.0.0.1" not in line and agent not in line and referer not in line
+    for record in access:
+        if "/v1/cases" in record.getMessage():
+            assert record.remote_address == "-"  # type: ignore[attr-defined]
+    # Other paths are logged as before.
+    assert "127.0.0.1" in other[0] and agent in other[0]
+
+
+def test_token_buckets_are_capped_least_recently_used_out() -> None:
+    clock = Clock()
+    bucket = TokenBucket(1, 1, clock.mono, max_clients=3)
+    for client in ("a", "b", "c"):
+        assert bucket.take(client) == 0
+    assert bucket.take("a") > 0  # a is now the most recently used
+    assert bucket.take("d") == 0  # evicts b, the least recently used
+    assert len(bucket) == 3
+    assert bucket.take("a") > 0 and bucket.take("c") > 0
+    assert bucket.take("b") == 0  # forgotten: a full bucket again
+    for n in range(1000):
+        bucket.take(f"10.0.{n // 256}.{n % 256}")
+    assert len(bucket) == 3
+
+
+def test_clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() -> None:
+    assert client_key("203.0.113.9") == "203.0.113.9"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff:1:2:3")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert client_key("not an address") == "not an address"
+
+
+async def test_one_ipv6_slash_64_shares_one_bucket(tmp_path: Path) -> None:
+    async with desk_server(tmp_path, open_burst=1, client_ip_header="X-Forwarded-For") as d:
+        first = {"X-Forwarded-For": "2001:db8:0:1::1"}
+        same = {"X-Forwarded-For": "2001:db8:0:1:ffff::2"}
+        other = {"X-Forwarded-For": "2001:db8:0:2::1"}
+        assert (await d.call("POST", CASES_PATH, {"hashes": pdq(1, 1)}, headers=first))[0] == 201
+        assert (await d.call("POST", CASES_PATH, {"hashes": pdq(2, 1)}, headers=same))[0] == 429
+        assert (await d.call("POST", CASES_PATH, {"hashes": pdq(3, 1)}, headers=other))[0] == 201
+
+
+async def test_opening_is_limited_for_everyone_together(tmp_path: Path) -> None:
+    async with desk_server(tmp_path, client_ip_header="X-Forwarded-For") as d:
+        d.api.opening_everyone = TokenBucket(2, 1, d.clock.mono, 1)
+        for n in range(2):
+            headers = {"X-Forwarded-For": f"198.51.100.{n}"}
+            assert (await d.call("POST", CASES_PATH, {"hashes": pdq(n + 1, 1)}, headers=headers))[
+                0
+            ] == 201
+        headers = {"X-Forwarded-For": "198.51.100.99"}
+        got, body, _ = await d.call("POST", CASES_PATH, {"hashes": pdq(9, 1)}, headers=headers)
+        assert got == 429 and "cases opened" in body["error"]
+        assert case_rows(d.node) == 2

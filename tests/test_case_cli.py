@@ -9,8 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
+from hashfed.node.caseapi import PIN_HEADER
 from hashfed.node.cli import main
+from hashfed.node.cli_case import check_publisher_url
 from test_case_api import desk_server, pdq
 
 VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "vectors" / "pdq" / "images"
@@ -109,3 +112,61 @@ def test_operator_commands_need_a_publisher(tmp_path: Path) -> None:
     assert invoke("--dir", home, "init", "--origin", "partner.test/hashfed").exit_code == 0
     done = CliRunner().invoke(main, ["--dir", home, "cases", "list"])
     assert done.exit_code == 1 and "publisher" in done.output
+
+
+@pytest.mark.parametrize(
+    "publisher",
+    ["http://desk.example", "http://10.0.0.1:8080", "ftp://desk.example", "desk.example"],
+)
+def test_case_commands_refuse_http_to_other_hosts(publisher: str) -> None:
+    done = CliRunner().invoke(
+        main,
+        ["case", "status", "HF-" + "-".join(["1ABC"] * 6) + "-DE", "--publisher", publisher],
+        env={"HASHFED_CASE_PIN": "a-pin-never-sent"},
+    )
+    assert done.exit_code == 1 and "https://" in done.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://desk.example",
+        "http://127.0.0.1:1",
+        "http://127.9.9.9",
+        "http://[::1]:8",
+        "http://localhost",
+    ],
+)
+def test_https_and_loopback_publishers_are_accepted(url: str) -> None:
+    check_publisher_url(url + "/v1/cases")
+
+
+async def test_case_commands_refuse_redirects_and_keep_the_pin(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.1:{request.url.port}/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get(PIN_HEADER))
+        return web.json_response({"state": "active"})
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/cases/{tail:.*}", redirect)
+    app.router.add_route("*", "/elsewhere", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        done = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["case", "status", "HF-" + "-".join(["1ABC"] * 6) + "-DE", "--publisher", url],
+            env={"HASHFED_CASE_PIN": "a-pin-never-sent"},
+        )
+    finally:
+        await runner.cleanup()
+    assert done.exit_code == 1 and "redirect" in done.output, done.output
+    assert seen == []

@@ -88,6 +88,7 @@ def test_pins_are_stored_as_salted_scrypt_hashes() -> None:
 def test_cases_config_round_trips_and_is_validated(tmp_path: Path) -> None:
     node = make_node(tmp_path, "p", "publisher")
     assert load_config(node.config.home).cases == CasesConfig()
+    assert CasesConfig().smtp_starttls is True  # the case number is not mailed in the clear
     cases = CasesConfig(
         review=True,
         batch_interval=600,
@@ -95,7 +96,7 @@ def test_cases_config_round_trips_and_is_validated(tmp_path: Path) -> None:
         smtp_host="mail.example",
         smtp_port=587,
         smtp_from="desk@example.org",
-        smtp_starttls=True,
+        smtp_starttls=False,
         client_ip_header="X-Forwarded-For",
     )
     write_config(replace(node.config, cases=cases))
