@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -21,17 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.table import Row
+from bench.table import Row, peak_rss_mb
 
 BATCH = 10_000
 
 
 def _random_batch(rng: random.Random, n: int) -> list[tuple[bytes, int]]:
     return [(rng.randbytes(32), rng.randint(50, 100)) for _ in range(n)]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def phase_publish(home: Path, count: int) -> dict[str, float]:
@@ -49,7 +44,7 @@ def phase_publish(home: Path, count: int) -> dict[str, float]:
             t0 = time.perf_counter()
             log.publish(batch)
             spent += time.perf_counter() - t0
-    return {"seconds": spent, "rss_mb": _peak_rss_mb()}
+    return {"seconds": spent, "rss_mb": peak_rss_mb()}
 
 
 def phase_raw(path: Path, count: int) -> dict[str, float]:
@@ -64,7 +59,7 @@ def phase_raw(path: Path, count: int) -> dict[str, float]:
             conn.executemany("INSERT INTO bank VALUES (?, ?, ?)", rows)
         spent += time.perf_counter() - t0
     conn.close()
-    return {"seconds": spent, "rss_mb": _peak_rss_mb()}
+    return {"seconds": spent, "rss_mb": peak_rss_mb()}
 
 
 def phase_verify(home: Path) -> dict[str, float]:
@@ -77,7 +72,7 @@ def phase_verify(home: Path) -> dict[str, float]:
         assert log is not None
         report = VerifyReport(origin=log.origin)
         verify_log(node.db.conn, log, report)
-        rss_log = _peak_rss_mb()
+        rss_log = peak_rss_mb()
         verify_bank(node.db.conn, log, report)
     if not report.ok:
         raise SystemExit(f"verify found problems: {report.problems[:3]}")
@@ -86,7 +81,7 @@ def phase_verify(home: Path) -> dict[str, float]:
         "log_seconds": report.log_seconds,
         "bank_seconds": report.bank_seconds,
         "rss_mb": rss_log,
-        "rss_bank_mb": _peak_rss_mb(),
+        "rss_bank_mb": peak_rss_mb(),
     }
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.table import Row
+from bench.table import Row, peak_rss_mb
 
 BATCH = 10_000
 INCREMENT = 1_000
@@ -41,10 +40,6 @@ PUBLISHER = "bench.example/log"
 PARTNER = "partner.example/node"
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _publish(home: Path, count: int, seed: int) -> float:
@@ -85,11 +80,11 @@ def phase_setup(pub_home: Path, part_home: Path, url: str, count: int) -> dict[s
             peers.add_peer(conn, "publisher", url, pub.peer_signer.vkey())
             peers.add_trust(conn, pub.signer.vkey(), "publisher")
     seconds = _publish(pub_home, count, seed=1)
-    return {"seconds": seconds, "rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "rss_mb": peak_rss_mb()}
 
 
 def phase_more(pub_home: Path, count: int) -> dict[str, float]:
-    return {"seconds": _publish(pub_home, count, seed=2), "rss_mb": _peak_rss_mb()}
+    return {"seconds": _publish(pub_home, count, seed=2), "rss_mb": peak_rss_mb()}
 
 
 def phase_sync(part_home: Path) -> dict[str, float]:
@@ -114,7 +109,7 @@ def phase_sync(part_home: Path) -> dict[str, float]:
         "old_size": result.old_size,
         "new_size": result.new_size,
         "applied": result.applied,
-        "rss_mb": _peak_rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 
@@ -161,7 +156,7 @@ def phase_load(part_home: Path, url: str, size: int, requests: int, concurrency:
     seconds, ok, nbytes = asyncio.run(main())
     if ok != requests:
         raise SystemExit(f"only {ok} of {requests} tile requests succeeded")
-    return {"seconds": seconds, "requests": ok, "bytes": nbytes, "rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "requests": ok, "bytes": nbytes, "rss_mb": peak_rss_mb()}
 
 
 def phase_stopncii(base_url: str) -> dict[str, float]:
@@ -172,7 +167,7 @@ def phase_stopncii(base_url: str) -> dict[str, float]:
     t0 = time.perf_counter()
     records = sum(len(page.hashRecords) for page in api.fetch_hashes_iter())
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "records": records, "rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "records": records, "rss_mb": peak_rss_mb()}
 
 
 def _child(*args: str, python: str = sys.executable) -> dict:  # type: ignore[type-arg]

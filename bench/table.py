@@ -89,3 +89,22 @@ def render(rows: list[Row]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"* {row.bench}/{row.metric}: {row.note}" for row in rows if row.note]
     return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
+def peak_rss_mb() -> float:
+    """Returns this process's peak resident set size in MB.
+
+    Reads VmHWM from /proc (Linux): getrusage's ru_maxrss survives execve, so a
+    child started by a large parent (``python -m bench`` after the hashing
+    benchmark) would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
