@@ -232,7 +232,7 @@ def verify_bank(conn: sqlite3.Connection, log: logstore.LogRow, report: VerifyRe
     while fb_row is not None:
         report.add(f"feedback row {fb_row[0]}", "is not a feedback record in the log")
         fb_row = feedback.fetchone()
-    _check_statuses(conn, log.id, retracted, erased, report)
+    _check_statuses(conn, log.id, retracted, erased, flagged, report)
     report.bank_seconds = time.perf_counter() - start
 
 
@@ -264,8 +264,12 @@ def _check_statuses(
     log_id: int,
     retracted: dict[int, tuple[int, int, str]],
     erased: set[int],
+    flagged: set[int],
     report: VerifyReport,
 ) -> None:
+    """Checks each row's status against the log's retractions. On a mirror, a row
+    kept but not applied ('skipped') or received without content ('content
+    unavailable') is flagged; those flags account for it."""
     stored = {
         int(r[0]): (str(r[1]), r[2], r[3], r[4])
         for r in conn.execute(
@@ -287,6 +291,8 @@ def _check_statuses(
                 f"differs from retraction entry {by} in its retraction time or reason",
             )
     for idx, (status, *_) in sorted(stored.items()):
+        if status == "skipped" and idx in flagged:
+            continue
         report.add(f"bank row {idx}", f"is {status}, but no retraction in the log names it")
-    for idx in sorted(erased - set(retracted)):
+    for idx in sorted(erased - set(retracted) - flagged):
         report.add(f"bank row {idx}", "has its content erased, but it was never retracted")

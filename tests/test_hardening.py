@@ -17,7 +17,7 @@ from hashfed.protocol.tiles import content_path, entries_path, log_prefix
 from hashfed.signing.keys import ALG_COSIGNATURE_V1, generate_key
 from hashfed.sync.auth import SessionClient
 from hashfed.sync.errors import Halted, SyncError
-from synchelpers import NOW, allow, log_id, make_node, publish, serve, sync, trust, use
+from synchelpers import NOW, allow, log_id, make_node, pdq_hashes, publish, serve, sync, trust, use
 from witnesshelpers import Clock, policy_text, push, serve_witness, witness_log
 
 
@@ -140,3 +140,37 @@ def test_quorum_none_policy_is_neither_gating_nor_stale() -> None:
     wa = generate_key("a.test/w", ALG_COSIGNATURE_V1)[1]
     policy = parse_policy(f"witness a {wa}\nquorum none\n")
     assert quorum_check(policy, "p.test/log", lambda: NOW) is None
+
+
+async def test_verify_accepts_a_mirror_with_skipped_and_content_missing_rows(
+    tmp_path: Path,
+) -> None:
+    from hashfed.node.verify import VerifyReport, verify_bank, verify_log
+
+    p = make_node(tmp_path, "p", "publisher")
+    a = make_node(tmp_path, "a", min_pdq_quality=90)
+    p.own_log().publish(pdq_hashes(3, seed=5, quality=80))  # below a's threshold: skipped
+    publish(p, 3, seed=6)
+    p.own_log().retract([4])  # erased before a ever syncs: content unavailable
+    allow(p, a)
+    trust(a, p)
+    async with serve(p) as url:
+        use(a, p, url)
+        assert (await sync(a)).ok
+    log = logstore.get_log(a.db.conn, p.config.origin)
+    assert log is not None
+    report = VerifyReport(origin=log.origin)
+    verify_log(a.db.conn, log, report)
+    verify_bank(a.db.conn, log, report)
+    assert report.ok, report.problems
+    statuses = [r[0] for r in a.db.conn.execute("SELECT status FROM bank ORDER BY idx")]
+    assert statuses == ["skipped"] * 3 + ["active", "retracted", "active"]
+    # A skipped row whose flag is gone is no longer accounted for.
+    with transaction(a.db) as conn:
+        conn.execute("DELETE FROM flags WHERE idx = 0")
+    report = VerifyReport(origin=log.origin)
+    verify_log(a.db.conn, log, report)
+    verify_bank(a.db.conn, log, report)
+    assert any(p.where == "bank row 0" for p in report.problems)
+    p.close()
+    a.close()
