@@ -236,7 +236,9 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     # transaction's page images (which may hold erased hashes) do not linger in it.
     conn.execute("PRAGMA journal_size_limit=67108864")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
+    # A catch-up holds the write lock while it fetches: other writers (a publish in
+    # another process) wait for it rather than fail.
+    conn.execute("PRAGMA busy_timeout=60000")
     version = _schema_version(conn)
     if version > SCHEMA_VERSION:
         raise DatabaseError(
