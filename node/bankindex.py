@@ -209,6 +209,8 @@ class BankIndex:
         active rows of [old_size, new_size) and removes its retracted indices. Results of
         origins that are not applied (partners) change nothing; a result that does not
         start where the index stands falls back to :meth:`refresh`."""
+        if result.refilled_indices:
+            self._add_indices(conn, result.origin, result.refilled_indices)
         if result.status != "advanced":
             return
         retracted = list(result.retracted_indices)
@@ -223,6 +225,16 @@ class BankIndex:
                 self._catch_up(conn, log_id)
                 return
             self._apply_range(conn, log_id, result.old_size, result.new_size, retracted)
+
+    def _add_indices(self, conn: sqlite3.Connection, origin: str, indices: list[int]) -> None:
+        """Adds rows whose content arrived late (idempotent: held ids are skipped)."""
+        with self._lock:
+            log_id = self._log_id(origin)
+            if log_id is None:
+                return
+            rows = _read_rows(conn, [log_id], min(indices), max(indices) + 1)
+            for kind, index in (("pdq", self.pdq), ("md5", self.md5)):
+                _add_new(index, *rows[kind])
 
     def update_own(
         self,

@@ -181,6 +181,33 @@ class SqliteSyncStore:
             if (log.size, log.root) == (size, root):
                 logstore.record_checkpoint(conn, log.id, size, root, note)
 
+    def content_missing(self, origin: str, limit: int) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT b.idx FROM bank b JOIN flags f ON f.log_id = b.log_id AND f.idx = b.idx"
+            " WHERE b.log_id = ? AND b.status = 'active' AND b.hash IS NULL"
+            " AND f.reason LIKE 'content unavailable%' ORDER BY b.idx LIMIT ?",
+            (self._log(origin).id, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def fill_content(self, origin: str, rows: list[BankAddition]) -> None:
+        with transaction(self._db) as conn:
+            log_id = self._log(origin).id
+            for index, kind, digest, quality, labels, added, salt, status in rows:
+                filled = conn.execute(
+                    "UPDATE bank SET kind = ?, hash = ?, quality = ?, labels = ?, added = ?,"
+                    " salt = ?, status = ? WHERE log_id = ? AND idx = ? AND status = 'active'"
+                    " AND hash IS NULL",
+                    (kind, digest, quality, labels, added, salt, status, log_id, index),
+                ).rowcount
+                if filled and status == "active":
+                    conn.execute("DELETE FROM flags WHERE log_id = ? AND idx = ?", (log_id, index))
+                elif filled:
+                    conn.execute(
+                        "UPDATE flags SET reason = ? WHERE log_id = ? AND idx = ?",
+                        ("not applied: below this node's policy", log_id, index),
+                    )
+
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         with transaction(self._db) as conn:
             log_id = self._log(origin).id

@@ -112,6 +112,7 @@ class SyncResult:
     flagged: int = 0
     retracted: int = 0
     retracted_indices: list[int] = field(default_factory=list)  # the entries retracted
+    refilled_indices: list[int] = field(default_factory=list)  # content found at last
     details: list[str] = field(default_factory=list)
 
 
@@ -132,6 +133,8 @@ async def sync_origin(
         raise Halted(f"{origin} is halted by evidence of equivocation; see 'hashfed status'")
     try:
         result = await _sync(store, fetcher, state, verifier, policy, progress, window)
+        if result.status in ("advanced", "up-to-date", "refreshed"):
+            await _refill(store, fetcher, origin, policy, result)
     except SyncError as exc:
         store.record_sync(origin, fetcher.name, str(exc))
         raise
@@ -360,6 +363,62 @@ async def _catch_up(
         )
         return
     await _blame(store, fetcher, state, cp, note)
+
+
+MAX_REFILL = 4096  # content-missing entries looked up again per sync, at most
+
+
+async def _refill(
+    store: SyncStore, fetcher: Fetcher, origin: str, policy: ApplyPolicy, result: SyncResult
+) -> None:
+    """Asks the peer again for the content of additions that arrived without it and
+    have not been retracted since (specs/protocol.md §8.4 rule 5): a relay that
+    blanked content cannot keep a hash out of the bank once an honest peer serves it.
+
+    Best effort: the entries are already verified, and each content item is checked
+    against its entry's commitment, so a peer can only fail to help, never harm.
+    """
+    missing = store.content_missing(origin, MAX_REFILL)
+    state = store.state(origin)
+    if not missing or state is None:
+        return
+    rules = Policy(min_pdq_quality=policy.min_pdq_quality)
+    rows: list[BankAddition] = []
+    by_bundle: dict[int, list[int]] = {}
+    for index in missing:
+        by_bundle.setdefault(index // ENTRY_BUNDLE_WIDTH, []).append(index)
+    for bundle, indices in by_bundle.items():
+        width = min(ENTRY_BUNDLE_WIDTH, state.size - bundle * ENTRY_BUNDLE_WIDTH)
+        stored = store.read_bundle(origin, bundle)
+        try:
+            items = split_bundle(await fetcher.content(origin, bundle, width), "content")
+        except (SyncError, MalformedBundle):
+            return
+        if stored is None or len(items) < width:
+            continue
+        entries = split_bundle(stored[1], "stored bundle")
+        for index in indices:
+            offset = index - bundle * ENTRY_BUNDLE_WIDTH
+            content, commit = items[offset], addition_commit(entries[offset])
+            if not content or commit is None:
+                continue
+            try:
+                check_commitment(content, commit)
+                item = decode_content(content)
+            except ProtocolError:
+                continue  # not this entry's content: ignore it, the entry stays flagged
+            try:
+                check_content(item, rules)
+                status = "active"
+            except InvalidRecord:
+                status = "skipped"
+            labels = ",".join(item.labels)
+            row = (index, item.kind.value, item.hash, item.quality, labels, item.time)
+            rows.append((*row, item.salt, status))
+    if rows:
+        store.fill_content(origin, rows)
+        result.refilled_indices = [row[0] for row in rows if row[7] == "active"]
+        result.details.append(f"content of {len(rows)} entries received at last")
 
 
 class _MissingTile(Exception):

@@ -118,6 +118,13 @@ class SyncStore(Protocol):
         """Replaces the stored note of the tree (size, root) by one with newer
         cosignatures; does nothing if the stored log is no longer that tree."""
 
+    def content_missing(self, origin: str, limit: int) -> list[int]:
+        """Returns (up to limit) additions received without content and not retracted."""
+
+    def fill_content(self, origin: str, rows: list[BankAddition]) -> None:
+        """Stores content found at last for additions still missing it (verified by the
+        caller against their commitments), and clears their flags."""
+
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         """Keeps proof that origin signed inconsistent checkpoints; halts the origin."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node import logstore
+from hashfed.node import logstore, peers
 from hashfed.node.config import SyncConfig
 from hashfed.node.db import transaction
 from hashfed.node.policyfile import quorum_check
@@ -17,7 +17,19 @@ from hashfed.protocol.tiles import content_path, entries_path, log_prefix
 from hashfed.signing.keys import ALG_COSIGNATURE_V1, generate_key
 from hashfed.sync.auth import SessionClient
 from hashfed.sync.errors import Halted, SyncError
-from synchelpers import NOW, allow, log_id, make_node, pdq_hashes, publish, serve, sync, trust, use
+from synchelpers import (
+    NOW,
+    active_hashes,
+    allow,
+    log_id,
+    make_node,
+    pdq_hashes,
+    publish,
+    serve,
+    sync,
+    trust,
+    use,
+)
 from witnesshelpers import Clock, policy_text, push, serve_witness, witness_log
 
 
@@ -174,3 +186,44 @@ async def test_verify_accepts_a_mirror_with_skipped_and_content_missing_rows(
     assert any(p.where == "bank row 0" for p in report.problems)
     p.close()
     a.close()
+
+
+async def test_content_a_relay_blanked_is_fetched_again_from_an_honest_peer(
+    tmp_path: Path,
+) -> None:
+    """A relay that serves empty content items cannot keep a hash out of the bank:
+    the next sync from an honest peer fills it in (specs/protocol.md §8.4 rule 5)."""
+    from hashfed.node.bankindex import BankIndex
+    from synchelpers import Relay, flags
+
+    p, b = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "b")
+    publish(p, 5)
+    allow(p, b)
+    trust(b, p)
+
+    async def blank(request: aiohttp.web.Request, status: int, body: bytes) -> bytes:
+        if "/content/" not in request.path or status != 200:
+            return body
+        return b"\x00\x00" * 5  # five empty items
+
+    async with serve(p) as p_url:
+        relay = Relay(p_url)
+        relay.tamper = blank
+        async with relay.running() as relay_url:
+            use(b, p, relay_url, name="relay")
+            assert (await sync(b, "relay")).ok
+        assert len(flags(b, p.config.origin)) == 5  # all five arrived without content
+        index = BankIndex.load(b.db.conn)
+        assert len(index) == 0
+        with transaction(b.db) as conn:
+            peers.remove_peer(conn, "relay")
+        use(b, p, p_url, name="honest")
+        outcome = await sync(b, "honest")
+        assert outcome.ok and outcome.result is not None
+        assert sorted(outcome.result.refilled_indices) == [0, 1, 2, 3, 4]
+    assert flags(b, p.config.origin) == {}
+    assert len(active_hashes(b, p.config.origin)) == 5
+    index.update_from_sync(b.db.conn, outcome.result)
+    assert len(index) == 5  # and the match index has them at once
+    p.close()
+    b.close()
