@@ -396,12 +396,13 @@ async def batch_loop(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rounds: int | None = None,
 ) -> None:
-    """Publishes pending case hashes every interval seconds until cancelled."""
+    """Publishes pending case hashes every interval seconds until cancelled, holding
+    them while fewer than [cases] min_batch_cases cases wait (up to max_hold)."""
     done = 0
     while rounds is None or done < rounds:
         await sleep(interval)
         try:
-            await asyncio.to_thread(desk.publish_pending)
+            await asyncio.to_thread(desk.publish_pending, respect_minimum=True)
         except Exception as exc:  # a failed batch is retried at the next interval
             log.error("case desk: the batch failed (%s); retrying next time", type(exc).__name__)
         done += 1

@@ -18,7 +18,10 @@ Hashes wait as **pending** until a batch (:meth:`CaseDesk.publish_pending`, run
 every ``[cases] batch_interval`` by ``hashfed serve``) publishes the pending
 hashes of every approved case in one shuffled append whose time is rounded
 down to ``[cases] time_granularity``: neither an entry's position nor its time
-ties it to a case. From then on the bank holds the hash, and the case keeps
+ties it to a case. The periodic batch waits until ``[cases] min_batch_cases``
+approved cases are pending, or until the oldest of them has waited ``[cases]
+max_hold`` seconds (then it publishes anyway); ``hashfed cases publish``
+publishes at once. From then on the bank holds the hash, and the case keeps
 only each hash's log index (so a withdrawal erases the hash everywhere).
 
 States: ``review`` (held for the operator, ``[cases] review = true``),
@@ -29,8 +32,11 @@ operator; nothing published).
 Guessing is bounded per case: ``max_failures`` wrong PINs lock the case for
 ``lockout`` seconds, doubling with each lockout up to a day, persisted in the
 database. A wrong PIN and an unknown case number get the same answer
-(:class:`CaseNotFound`) after the same work: an unknown number is checked
-against a decoy PIN hash and its failure written to a decoy row.
+(:class:`CaseNotFound`, then :class:`CaseLocked` with the same retry time)
+after the same work: an unknown number is checked against a decoy PIN hash,
+its failure written to a decoy row, and its failures and lockouts counted in
+memory under the digest of the number (never the number), least recently
+guessed forgotten first beyond ``UNKNOWN_GUESS_ENTRIES``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +92,9 @@ SCRYPT_MAXMEM = 2 * 128 * SCRYPT_R * SCRYPT_N  # twice what N and r need (32 MiB
 
 MAX_LOCKOUT = 86400
 """The longest a case is locked after too many wrong PINs, in seconds."""
+
+UNKNOWN_GUESS_ENTRIES = 100_000
+"""Most unknown case numbers whose wrong PINs are counted (in memory, by digest)."""
 
 STATES = ("review", "pending", "active", "withdrawn", "rejected")
 
@@ -204,6 +214,8 @@ class BatchResult:
     cases: int
     first_index: int | None = None
     time: int | None = None
+    held: int = 0
+    """Cases left pending because the batch was smaller than min_batch_cases."""
 
 
 # -- case numbers ---------------------------------------------------------------------
@@ -430,6 +442,11 @@ class CaseDesk:
         self._log = OwnLog(db, signer, head_file, policy, clock=lambda: self._log_time)
         self._lock = threading.Lock()
         self._decoy = hash_pin(secrets.token_hex(16))
+        # Wrong-PIN state of unknown numbers, by number digest: (failures, lockouts,
+        # locked until), least recently guessed first. Only the lock touches it.
+        self._unknown: OrderedDict[bytes, tuple[int, int, int]] = OrderedDict()
+        # When this desk first saw each pending case pending (for max_hold).
+        self._pending_since: dict[str, int] = {}
 
     def close(self) -> None:
         self.db.conn.close()
@@ -451,7 +468,8 @@ class CaseDesk:
         stored_pin = hash_pin(pin)
         state = "review" if self.config.review else "pending"
         case_id = _case_id()
-        opened = self._clock() // 86400 * 86400
+        now = self._clock()
+        opened = now // 86400 * 86400
         with self._lock, transaction(self.db) as conn:
             conn.execute(
                 "INSERT INTO cases (id, number_hash, pin_hash, state, opened, count)"
@@ -463,6 +481,8 @@ class CaseDesk:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(case_id, n, str(h.kind), h.hash, h.quality) for n, h in enumerate(hashes)],
             )
+            if state == "pending":
+                self._pending_since[case_id] = now
         log.info("case desk: case %s opened with %d hashes (%s)", case_id, len(hashes), state)
         return OpenedCase(case_id, format_case_number(raw), generated, state, len(hashes), opened)
 
@@ -524,6 +544,7 @@ class CaseDesk:
             if state != "review":
                 raise CaseClosed(f"case {case_id} is {state}, not waiting for review")
             conn.execute("UPDATE cases SET state = 'pending' WHERE id = ?", (case_id,))
+            self._pending_since[case_id] = self._clock()
 
     def reject(self, case_id: str) -> None:
         """Rejects a case not yet published: its hashes are deleted, never published."""
@@ -540,8 +561,14 @@ class CaseDesk:
         checkpoint_wal(self.db.conn)
         log.info("case desk: case %s rejected", case_id)
 
-    def publish_pending(self) -> BatchResult:
+    def publish_pending(self, respect_minimum: bool = False) -> BatchResult:
         """Publishes the pending hashes of every pending case in one shuffled batch.
+
+        With respect_minimum (the periodic batch of ``hashfed serve``) nothing is
+        published, and the result says how many cases were held, unless at
+        least min_batch_cases cases are pending or the oldest of them has waited
+        max_hold seconds; without it (``hashfed cases publish``) the batch is
+        published at once, however small.
 
         The batch's time is the desk clock rounded down to time_granularity; the
         cases become active and remember their log indices, in the same
@@ -553,12 +580,12 @@ class CaseDesk:
         with self._lock:
             for _ in range(RACE_RETRIES):
                 try:
-                    return self._publish_once()
+                    return self._publish_once(respect_minimum)
                 except _Changed:
                     log.info("case desk: the pending cases changed while publishing; again")
         raise NodeError("case desk: the pending cases kept changing while publishing; try again")
 
-    def _publish_once(self) -> BatchResult:
+    def _publish_once(self, respect_minimum: bool = False) -> BatchResult:
         items = []
         for case_id, position, kind, digest, quality in self._pending_rows(self.db.conn):
             try:
@@ -573,10 +600,12 @@ class CaseDesk:
             items.append((case_id, position, NewHash(Kind(kind), bytes(digest), quality)))
         if not items:
             return BatchResult(0, 0)
+        cases = {case_id for case_id, _, _ in items}
+        if respect_minimum and self._hold(self.db.conn, cases):
+            return BatchResult(0, 0, held=len(cases))
         secrets.SystemRandom().shuffle(items)
         granularity = self.config.time_granularity
         self._log_time = self._clock() // granularity * granularity
-        cases = {case_id for case_id, _, _ in items}
 
         def record(conn: sqlite3.Connection, result: AppendResult) -> None:
             # Inside the append's transaction (BEGIN IMMEDIATE): every hash of the
@@ -612,6 +641,33 @@ class CaseDesk:
         )
         return BatchResult(len(items), len(cases), result.first_index, self._log_time)
 
+    def _hold(self, conn: sqlite3.Connection, cases: set[str]) -> bool:
+        """Whether the periodic batch should wait: fewer than min_batch_cases cases and
+        none of them has waited max_hold seconds.
+
+        A case has waited since this desk first saw it pending (opened here,
+        approved here, or found by an earlier batch), but never since later than
+        the end of the day it was opened (all the database keeps), so a restart
+        of ``hashfed serve`` cannot hold a case for ever.
+        """
+        now = self._clock()
+        opened = dict(conn.execute("SELECT id, opened FROM cases WHERE state = 'pending'"))
+        self._pending_since = {
+            c: min(self._pending_since.get(c, now), day + 86400) for c, day in opened.items()
+        }
+        if len(cases) >= self.config.min_batch_cases:
+            return False
+        oldest = min(self._pending_since.get(c, now) for c in cases)
+        if now - oldest >= self.config.max_hold:
+            return False
+        log.info(
+            "case desk: holding %d pending cases until there are %d or one has waited %d s",
+            len(cases),
+            self.config.min_batch_cases,
+            self.config.max_hold,
+        )
+        return True
+
     def _pending_rows(self, conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
         """Returns (case id, position, kind, hash, quality) of every unpublished hash of
         every pending case."""
@@ -632,33 +688,46 @@ class CaseDesk:
         if not isinstance(pin, str) or not 0 < len(pin) <= PIN_MAX_LENGTH:
             pin = ""
         conn = self.db.conn
+        digest = number_digest(raw)
         row = conn.execute(
             "SELECT id, pin_hash, failures, lockouts, locked_until FROM cases"
             " WHERE number_hash = ?",
-            (number_digest(raw),),
+            (digest,),
         ).fetchone()
         now = self._clock()
+        # An unknown number goes through the same steps as a real case with a wrong
+        # PIN: the same lock check, the same scrypt work, a write, the same counts.
         if row is None:
-            verify_pin(pin, self._decoy)  # the same work as a wrong PIN
-            with transaction(self.db) as tx:
-                tx.execute("UPDATE case_decoy SET failures = failures + 1 WHERE id = 0")
-            raise CaseNotFound()
-        case_id, stored, failures, lockouts, locked_until = row
+            case_id, stored = None, self._decoy
+            failures, lockouts, locked_until = self._unknown.get(digest, (0, 0, 0))
+        else:
+            case_id, stored, failures, lockouts, locked_until = row
         if locked_until > now:
+            if row is None:
+                self._unknown.move_to_end(digest)
             raise CaseLocked(locked_until - now)
-        ok = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
+        matched = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
+        ok = matched and row is not None
+        if ok:
+            failures = lockouts = 0
+        elif failures + 1 >= self.config.max_failures:
+            locked_until = now + min(self.config.lockout * 2**lockouts, MAX_LOCKOUT)
+            failures, lockouts = 0, lockouts + 1
+        else:
+            failures += 1
         with transaction(self.db) as tx:
-            if ok:
-                tx.execute("UPDATE cases SET failures = 0, lockouts = 0 WHERE id = ?", (case_id,))
-            elif failures + 1 >= self.config.max_failures:
-                lock = min(self.config.lockout * 2**lockouts, MAX_LOCKOUT)
-                tx.execute(
-                    "UPDATE cases SET failures = 0, lockouts = lockouts + 1, locked_until = ?"
-                    " WHERE id = ?",
-                    (now + lock, case_id),
-                )
+            if row is None:
+                tx.execute("UPDATE case_decoy SET failures = failures + 1 WHERE id = 0")
             else:
-                tx.execute("UPDATE cases SET failures = failures + 1 WHERE id = ?", (case_id,))
+                tx.execute(
+                    "UPDATE cases SET failures = ?, lockouts = ?, locked_until = ? WHERE id = ?",
+                    (failures, lockouts, locked_until, case_id),
+                )
+        if row is None:
+            self._unknown[digest] = (failures, lockouts, locked_until)
+            self._unknown.move_to_end(digest)
+            while len(self._unknown) > UNKNOWN_GUESS_ENTRIES:
+                self._unknown.popitem(last=False)
         if not ok:
             raise CaseNotFound()
         return str(case_id)

@@ -211,8 +211,9 @@ def log_checkpoint(home: Path, as_json: bool) -> None:
 
 @log_group.command("proof")
 @click.argument("index", type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True, help="Print the proof's parts as JSON.")
 @click.pass_obj
-def log_proof(home: Path, index: int) -> None:
+def log_proof(home: Path, index: int, as_json: bool) -> None:
     """Print a C2SP tlog-proof that entry INDEX is in the latest checkpoint.
 
     Anyone holding the log's verifier key can check it offline.
@@ -220,6 +221,7 @@ def log_proof(home: Path, index: int) -> None:
     \b
     Example:
         hashfed log proof 42 > entry-42.tlog-proof
+        hashfed log proof 42 --json
     """
     with open_node(home) as node:
         conn = node.db.conn
@@ -233,6 +235,18 @@ def log_proof(home: Path, index: int) -> None:
         proof = inclusion_proof(index, log.size, reader)
         entry = logstore.read_entries(conn, log.id, index, index + 1)[0]
     check_inclusion(leaf_hash(entry), index, log.size, proof, log.root)
+    if as_json:
+        doc = {
+            "index": index,
+            "size": log.size,
+            "root": log.root.hex(),
+            "leaf_hash": leaf_hash(entry).hex(),
+            "proof": [h.hex() for h in proof],
+            "checkpoint": log.checkpoint,
+            "tlog_proof": format_tlog_proof(index, proof, log.checkpoint),
+        }
+        emit([], "json", [], document=doc)
+        return
     click.echo(format_tlog_proof(index, proof, log.checkpoint), nl=False)
 
 

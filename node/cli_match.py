@@ -114,7 +114,11 @@ def match_command(
     for err in errors:
         click.echo(f"error: {err.path}: {err.error}", err=True)
     with open_node(home) as node:
-        index = BankIndex.load(node.db.conn)
+        index = BankIndex.load(
+            node.db.conn,
+            thresholds=node.config.match.thresholds,
+            default_threshold=node.config.match.threshold,
+        )
         matches: list[list[MatchRow]] = [[] for _ in queries]
         for k in KINDS:
             positions = [n for n, q in enumerate(queries) if q.kind == k]

@@ -30,6 +30,7 @@ from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
 from hashfed.node.witness import Witness
 from hashfed.node.witnesspush import push_checkpoint
+from hashfed.protocol.policy import format_policy
 from hashfed.sync.engine import Progress
 
 
@@ -75,6 +76,7 @@ def _outcome_row(outcome: Outcome) -> dict[str, Any]:
         "flagged": result.flagged if result else 0,
         "retracted": result.retracted if result else 0,
         "errors": outcome.errors or [],
+        "notes": outcome.notes,
     }
 
 
@@ -112,7 +114,9 @@ def sync_command(
                     f"{row['old_size']} -> {row['new_size']}; {row['applied']} applied, "
                     f"{row['retracted']} retracted, {row['flagged']} flagged"
                 )
-            for error in row["errors"] if not row["ok"] else []:
+            for note in row["notes"]:
+                click.echo(f"{row['origin']}: {note}", err=True)
+            for error in row["errors"]:  # also from peers tried before one that worked
                 click.echo(f"{row['origin']}: {error}", err=True)
     if not all(o.ok for o in outcomes):
         sys.exit(1)
@@ -126,10 +130,10 @@ def _status_rows(node: Node, now: int | None = None) -> list[dict[str, Any]]:
     rows = []
     for log in logstore.list_logs(conn):
         sync = conn.execute(
-            "SELECT last_attempt, last_success, last_peer, last_error, failures FROM sync_state"
-            " WHERE log_id = ?",
+            "SELECT last_attempt, last_success, last_peer, last_error, failures, peer_size"
+            " FROM sync_state WHERE log_id = ?",
             (log.id,),
-        ).fetchone() or (None, None, None, None, 0)
+        ).fetchone() or (None, None, None, None, 0, None)
         evidence = (
             conn.execute(
                 "SELECT found, detail, text FROM evidence WHERE log_id = ? ORDER BY id", (log.id,)
@@ -159,6 +163,8 @@ def _status_rows(node: Node, now: int | None = None) -> list[dict[str, Any]]:
                 "checkpoint": log.checkpoint,
                 "last_sync": sync[1],
                 "lag_seconds": None if log.own or sync[1] is None else now - sync[1],
+                # Entries a peer has offered (in a verified checkpoint) beyond ours.
+                "lag_entries": None if log.own or sync[5] is None else max(0, sync[5] - log.size),
                 "last_peer": sync[2],
                 "last_error": sync[3],
                 "failures": sync[4],
@@ -168,6 +174,7 @@ def _status_rows(node: Node, now: int | None = None) -> list[dict[str, Any]]:
                 "witnessed": None if check is None else met,
                 "attested": attested,
                 "age_seconds": None if attested is None else now - attested,
+                "policy": None if check is None or policy is None else format_policy(policy),
                 "stale": check is not None
                 and (attested is None or now - attested > node.config.sync.max_age),
                 "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
@@ -206,6 +213,12 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
     if fmt == "table":
         for row in rows:
             row["evidence_count"] = len(row["evidence"])
+            row["root_prefix"] = row["root"][:12]
+            row["synced_at"] = (
+                None
+                if row["last_sync"] is None
+                else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(row["last_sync"]))
+            )
         emit(
             rows,
             "table",
@@ -213,7 +226,10 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
                 "origin",
                 "role",
                 "size",
+                "root_prefix",
+                "synced_at",
                 "lag_seconds",
+                "lag_entries",
                 "last_peer",
                 "failures",
                 "flagged",
@@ -227,6 +243,7 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
         if policy is not None:
             names = ", ".join(w.name for w in policy.witnesses) or "none"
             click.echo(f"\nwitness policy: quorum {policy.quorum} (witnesses: {names})")
+            click.echo("  " + format_policy(policy).rstrip().replace("\n", "\n  "))
         for row in rows:
             for item in row["evidence"]:
                 click.echo(f"\nEVIDENCE for {row['origin']}: {item['detail']}\n{item['text']}")
@@ -241,6 +258,7 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
                 "root",
                 "last_sync",
                 "lag_seconds",
+                "lag_entries",
                 "last_peer",
                 "last_error",
                 "failures",
@@ -323,7 +341,11 @@ def serve_command(
     read_db = open_database(config.database)
     witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
     push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
-    index = BankIndex.load(read_db.conn)
+    index = BankIndex.load(
+        read_db.conn,
+        thresholds=config.match.thresholds,
+        default_threshold=config.match.threshold,
+    )
     witness = Witness(witness_db, node.witness_signer(), lambda: int(time.time()))
     app = create_app(
         read_db.conn,

@@ -78,7 +78,8 @@ class CasesConfig:
 
     review holds new cases for the operator's approval. Pending hashes are
     published every batch_interval seconds, with their time rounded down to
-    time_granularity. open_burst/open_per_hour and guess_burst/guess_per_hour
+    time_granularity, once at least min_batch_cases cases are pending or the
+    oldest has waited max_hold seconds. open_burst/open_per_hour and guess_burst/guess_per_hour
     are per-client token buckets for opening cases and for PIN checks;
     max_failures wrong PINs lock a case for lockout seconds, doubling each time
     (at most a day). smtp_* say where the optional email goes (smtp_host empty:
@@ -91,6 +92,8 @@ class CasesConfig:
     review: bool = False
     batch_interval: float = 3600
     time_granularity: int = 3600
+    min_batch_cases: int = 5
+    max_hold: int = 86400
     open_burst: int = 5
     open_per_hour: float = 10
     guess_burst: int = 10
@@ -105,6 +108,15 @@ class CasesConfig:
 
 
 @dataclass(frozen=True)
+class MatchConfig:
+    """The ``[match]`` section: the PDQ distance up to which an upload matches a bank
+    hash (at most 31, the index's exact range), and lower thresholds per origin."""
+
+    threshold: int = 31
+    thresholds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """What ``hashfed.toml`` says about a node."""
 
@@ -115,6 +127,7 @@ class NodeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     cases: CasesConfig = field(default_factory=CasesConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
     @property
     def database(self) -> Path:
@@ -196,7 +209,9 @@ def write_config(config: NodeConfig) -> None:
         "# Seconds between re-submissions of this node's checkpoint to its witnesses, and\n"
         "# the age beyond which 'hashfed status' calls a witnessed checkpoint stale.\n"
         f"witness_interval = {_toml_number(sync.witness_interval)}\n"
-        f"max_age = {_toml_number(sync.max_age)}\n" + _cases_toml(config.cases)
+        f"max_age = {_toml_number(sync.max_age)}\n"
+        + _cases_toml(config.cases)
+        + _match_toml(config.match)
     )
     path = config.home / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -231,7 +246,33 @@ def load_config(home: Path) -> NodeConfig:
         server=_server_config(path, _section(path, data, "server", ServerConfig)),
         sync=_sync_config(path, _section(path, data, "sync", SyncConfig)),
         cases=_cases_config(path, _section(path, data, "cases", CasesConfig)),
+        match=_match_config(path, _section(path, data, "match", MatchConfig)),
     )
+
+
+def _match_config(path: Path, section: dict[str, Any]) -> MatchConfig:
+    threshold = _integer(path, "[match] threshold", section.get("threshold", 31), 0, 31)
+    table = section.get("thresholds", {})
+    if not isinstance(table, dict):
+        raise NodeError(f"{path}: [match] thresholds must be a table of origin = distance")
+    thresholds = {}
+    for origin, value in table.items():
+        check_origin(origin, "[match] thresholds origin")
+        thresholds[origin] = _integer(path, f"[match] thresholds {origin!r}", value, 0, 31)
+    return MatchConfig(threshold, thresholds)
+
+
+def _match_toml(match: MatchConfig) -> str:
+    lines = [
+        "",
+        "[match]",
+        "# PDQ Hamming distance up to which an upload matches a bank hash (0..31).",
+        f"threshold = {match.threshold}",
+        '# Lower it for some origins with a table, e.g. "stopncii.example/bank" = 24',
+        "[match.thresholds]",
+    ]
+    lines += [f"{_toml_string(o)} = {t}" for o, t in sorted(match.thresholds.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _section(path: Path, data: dict[str, Any], name: str, cls: type) -> dict[str, Any]:
@@ -332,6 +373,9 @@ def _cases_toml(cases: CasesConfig) -> str:
         "# (seconds) their published time is rounded down to.\n"
         f"batch_interval = {_toml_number(cases.batch_interval)}\n"
         f"time_granularity = {cases.time_granularity}\n"
+        "# A batch waits for this many cases, unless the oldest has waited max_hold seconds.\n"
+        f"min_batch_cases = {cases.min_batch_cases}\n"
+        f"max_hold = {cases.max_hold}\n"
         "# Per client address: cases opened (burst, then per hour) and PIN checks.\n"
         f"open_burst = {cases.open_burst}\n"
         f"open_per_hour = {_toml_number(cases.open_per_hour)}\n"
@@ -369,6 +413,8 @@ def _cases_config(path: Path, section: dict[str, Any]) -> CasesConfig:
         time_granularity=_integer(
             path, "[cases] time_granularity", get("time_granularity"), 1, day
         ),
+        min_batch_cases=_integer(path, "[cases] min_batch_cases", get("min_batch_cases"), 1, 10000),
+        max_hold=_integer(path, "[cases] max_hold", get("max_hold"), 1, 4 * week),
         open_burst=_integer(path, "[cases] open_burst", get("open_burst"), 1, 10000),
         open_per_hour=_number(path, "[cases] open_per_hour", get("open_per_hour"), 0.01, 1e6),
         guess_burst=_integer(path, "[cases] guess_burst", get("guess_burst"), 1, 10000),

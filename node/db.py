@@ -37,7 +37,7 @@ from pathlib import Path
 import sqlite_utils
 from hashfed.node.errors import DatabaseError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 _SCHEMA_1 = """
@@ -213,7 +213,13 @@ _SCHEMA_5 = """
         );
         """
 
-MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5]
+# Schema 6: the largest checkpoint size a peer offered, so status can tell how
+# many entries behind an origin is (not only how long ago it last synced).
+_SCHEMA_6 = """
+        ALTER TABLE sync_state ADD COLUMN peer_size INTEGER;
+        """
+
+MIGRATIONS: list[str] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _SCHEMA_6]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -230,6 +230,9 @@ class OwnLog:
         self._check_head(conn, log)
         builder = self._load_builder(conn, log)
         first = log.size
+        beyond = [i for record in retractions for i in record.indices if i >= first]
+        if beyond:
+            raise InvalidRecord(f"entry {beyond[0]} does not exist: the log has {first} entries")
         if retractions:
             view = _BankView(conn, log.id)
             for record in retractions:

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from hashfed.node import peers
@@ -22,6 +22,7 @@ from hashfed.sync.errors import Equivocation, Halted, SyncError
 from hashfed.sync.fetch import HttpFetcher, Limits
 
 Clock = Callable[[], int]
+log = logging.getLogger("hashfed.sync")
 ProgressFactory = Callable[[str, str], Progress | None]
 
 
@@ -32,6 +33,7 @@ class Outcome:
     origin: str
     result: SyncResult | None = None
     errors: list[str] | None = None
+    notes: list[str] = field(default_factory=list)  # what each peer's sync reported
 
     @property
     def ok(self) -> bool:
@@ -92,6 +94,7 @@ async def sync_node(
                     outcome.errors = [*(outcome.errors or []), str(exc)]
                     continue
                 outcome.result = result
+                outcome.notes.extend(result.details)
                 if result.status not in ("peer-behind", "awaiting-quorum"):
                     break  # else another peer may have a newer (or cosigned) checkpoint
             outcomes.append(outcome)
@@ -127,8 +130,13 @@ async def sync_loop(
         except NodeError:
             outcomes, failed = None, False  # nothing to sync yet: not a failure
         except Exception:  # a bug or a broken database must not end the loop silently
-            logging.getLogger("hashfed.sync").exception("background sync failed")
+            log.exception("background sync failed")
             outcomes, failed = None, True
+        for outcome in outcomes or []:
+            for note in outcome.notes:  # an older checkpoint ignored, a quorum missing...
+                log.info("%s: %s", outcome.origin, note)
+            for error in outcome.errors or []:  # a peer that failed or misbehaved
+                log.warning("%s: %s", outcome.origin, error)
         failures = failures + 1 if failed else 0
         delay = next_delay(config.interval, config.jitter, failures, config.backoff_max, rng)
         if on_round is not None:

@@ -245,18 +245,22 @@ class SqliteSyncStore:
         if erased:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def record_sync(self, origin: str, peer: str, error: str | None) -> None:
+    def record_sync(
+        self, origin: str, peer: str, error: str | None, offered: int | None = None
+    ) -> None:
         now = self._clock()
         with transaction(self._db) as conn:
             log_id = self._log(origin).id
             conn.execute(
                 "INSERT INTO sync_state (log_id, last_attempt, last_peer, last_error, failures,"
-                " last_success) VALUES (?, ?, ?, ?, ?, ?)"
+                " last_success, peer_size) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (log_id) DO UPDATE SET last_attempt = excluded.last_attempt,"
                 " last_peer = excluded.last_peer, last_error = excluded.last_error,"
                 " failures = CASE WHEN excluded.last_error IS NULL THEN 0"
                 " ELSE sync_state.failures + 1 END,"
-                " last_success = COALESCE(excluded.last_success, sync_state.last_success)",
+                " last_success = COALESCE(excluded.last_success, sync_state.last_success),"
+                " peer_size = max(coalesce(sync_state.peer_size, 0),"
+                " coalesce(excluded.peer_size, 0))",
                 (
                     log_id,
                     now,
@@ -264,6 +268,7 @@ class SqliteSyncStore:
                     error,
                     0 if error is None else 1,
                     now if error is None else None,
+                    offered,
                 ),
             )
 

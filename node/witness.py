@@ -148,7 +148,9 @@ class Witness:
         if old_size != size:
             return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
         if old_size == 0 and proof:  # after the 409 check, so a lost log learns the size
-            return Answer(400, "a proof from old size 0 must be empty\n")
+            # A proof from the empty tree cannot verify (C2SP tlog-witness: it MUST be
+            # empty): 422, as for any proof that does not verify.
+            return Answer(422, "a proof from old size 0 must be empty\n")
         if checkpoint.size == size and size > 0 and checkpoint.root != root:
             self._evidence(
                 conn,

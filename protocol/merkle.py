@@ -301,10 +301,6 @@ def check_consistency(
 
     Returns None on success; raises ProofFailed saying what did not match.
     """
-    _check_hash(root1, "old root hash")
-    _check_hash(root2, "new root hash")
-    for i, p in enumerate(proof):
-        _check_hash(p, f"proof hash {i}")
     if size1 <= 0:
         raise ProofFailed(
             f"old tree size {size1}: consistency with the empty tree needs no proof "
@@ -315,6 +311,9 @@ def check_consistency(
     if size1 > size2:
         raise ProofFailed(f"old tree size {size1} is larger than new tree size {size2}")
     if size1 == size2:
+        # No hashing happens: the proof must be empty and the roots identical. The
+        # roots are compared as given (as the reference verifier does), so even
+        # roots of another length are consistent with themselves.
         if proof:
             raise ProofFailed(
                 f"consistency proof between equal sizes {size1} must be empty, "
@@ -325,6 +324,10 @@ def check_consistency(
                 f"trees of equal size {size1} have different roots {root1.hex()} and {root2.hex()}"
             )
         return
+    _check_hash(root1, "old root hash")
+    _check_hash(root2, "new root hash")
+    for i, p in enumerate(proof):
+        _check_hash(p, f"proof hash {i}")
     want = _consistency_proof_len(size1, size2)
     if len(proof) != want:
         raise ProofFailed(

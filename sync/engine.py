@@ -113,6 +113,7 @@ class SyncResult:
     retracted: int = 0
     retracted_indices: list[int] = field(default_factory=list)  # the entries retracted
     refilled_indices: list[int] = field(default_factory=list)  # content found at last
+    offered_size: int = 0  # the size of the checkpoint the peer served (verified)
     details: list[str] = field(default_factory=list)
 
 
@@ -139,7 +140,7 @@ async def sync_origin(
         store.record_sync(origin, fetcher.name, str(exc))
         raise
     held = result.details[-1] if result.status == "awaiting-quorum" else None
-    store.record_sync(origin, fetcher.name, held)
+    store.record_sync(origin, fetcher.name, held, result.offered_size)
     return result
 
 
@@ -162,6 +163,7 @@ async def _sync(
             f"{peer}: the checkpoint it serves for {origin} does not verify: {exc}"
         ) from None
     result = SyncResult(origin, peer, state.size, checkpoint.size, "up-to-date")
+    result.offered_size = checkpoint.size
     met, attested = policy.quorum(note) if policy.quorum else (True, None)
     if checkpoint.size <= state.size:
         _check_not_ahead(store, state, checkpoint, note)

@@ -128,5 +128,7 @@ class SyncStore(Protocol):
     def record_evidence(self, origin: str, evidence: Evidence, detail: str) -> None:
         """Keeps proof that origin signed inconsistent checkpoints; halts the origin."""
 
-    def record_sync(self, origin: str, peer: str, error: str | None) -> None:
+    def record_sync(
+        self, origin: str, peer: str, error: str | None, offered: int | None = None
+    ) -> None:
         """Records the outcome of a sync attempt, for status."""

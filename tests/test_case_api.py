@@ -477,6 +477,45 @@ async def test_pin_guessing_locks_the_case_with_growing_lockouts(tmp_path: Path)
         assert row == (2, d.clock.now + 120)  # persisted, survives a restart
 
 
+async def test_unknown_numbers_lock_exactly_like_real_cases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hashfed.node import cases as cases_module
+    from hashfed.node.cases import number_digest, parse_case_number
+
+    async with desk_server(tmp_path, max_failures=5, lockout=60) as d:
+        number = (await d.open(pdq(1, 1), pin=PIN))["case"]
+        unknown = "HF-" + "-".join(["1ABC"] * 6) + "-DE"
+
+        async def answer(case: str, guess: str) -> tuple[int, dict[str, Any], str | None]:
+            got, body, headers = await d.status(case, guess)
+            return got, body, headers.get("Retry-After")
+
+        seen = []
+        # Two rounds of lockouts (60 s, then 120 s), probing while locked and after.
+        for step in range(16):
+            if step == 7:
+                d.clock.now += 30  # half-way through the first lockout
+            if step == 8:
+                d.clock.now += 30  # the first lockout is over
+            guess = f"wrong-guess-{step}"
+            real, fake = await answer(number, guess), await answer(unknown, guess)
+            assert real == fake, f"step {step}: {real} != {fake}"
+            seen.append(real[0] if real[2] is None else (real[0], real[2]))
+        assert (
+            seen == [404] * 5 + [(429, "60")] * 2 + [(429, "30")] + [404] * 5 + [(429, "120")] * 3
+        )
+        # Only the digest of an unknown number is kept, in memory.
+        digest = number_digest(parse_case_number(unknown))
+        assert list(d.desk._unknown) == [digest] and d.desk._unknown[digest][1] == 2
+        # The record is bounded: the least recently guessed number is forgotten first.
+        monkeypatch.setattr(cases_module, "UNKNOWN_GUESS_ENTRIES", 2)
+        others = ["HF-" + "-".join([f"{n}ABC"] * 6) + "-DE" for n in (2, 3)]
+        for other in others:
+            assert (await d.status(other, "wrong-guess"))[0] == 404
+        assert digest not in d.desk._unknown and len(d.desk._unknown) == 2
+
+
 async def test_pin_checks_are_limited_per_client(tmp_path: Path) -> None:
     async with desk_server(tmp_path, guess_burst=3, guess_per_hour=60) as d:
         unknown = "HF-" + "-".join(["1ABC"] * 6) + "-DE"
@@ -618,15 +657,68 @@ def test_database_holds_no_case_number_or_pin(tmp_path: Path) -> None:
 
 
 async def test_batch_loop_publishes_every_interval(tmp_path: Path) -> None:
-    async with desk_server(tmp_path) as d:
+    async with desk_server(tmp_path, min_batch_cases=2, max_hold=86400) as d:
         await d.open(pdq(1, 3))
         waits: list[float] = []
 
         async def sleep(seconds: float) -> None:
             waits.append(seconds)
+            d.clock.now += int(seconds)
 
         await batch_loop(d.desk, 3600, sleep=sleep, rounds=2)
-        assert waits == [3600, 3600] and log_size(d.node) == 3
+        assert waits == [3600, 3600] and log_size(d.node) == 0, "one case is held"
+        await d.open(pdq(2, 1))
+        await batch_loop(d.desk, 3600, sleep=sleep, rounds=1)
+        assert log_size(d.node) == 4, "two cases make a batch"
+
+
+async def test_a_small_batch_waits_for_more_cases_or_max_hold(tmp_path: Path) -> None:
+    async with desk_server(tmp_path, min_batch_cases=3, max_hold=7200) as d:
+        await d.open(pdq(1, 2))
+        d.clock.now += 3600
+        await d.open(pdq(2, 1))
+        held = d.desk.publish_pending(respect_minimum=True)
+        assert (held.published, held.cases, held.held) == (0, 0, 2) and log_size(d.node) == 0
+        d.clock.now += 3599  # the oldest has waited 7199 s
+        assert d.desk.publish_pending(respect_minimum=True).held == 2
+        await d.open(pdq(3, 1))  # a third case: the batch is big enough
+        batch = d.desk.publish_pending(respect_minimum=True)
+        assert (batch.published, batch.cases, batch.held) == (4, 3, 0)
+        # A lone case waits max_hold, then is published anyway.
+        await d.open(pdq(4, 1))
+        d.clock.now += 7199
+        assert d.desk.publish_pending(respect_minimum=True).held == 1
+        d.clock.now += 1
+        assert d.desk.publish_pending(respect_minimum=True).cases == 1
+        assert log_size(d.node) == 5
+
+
+async def test_operator_publishing_ignores_the_minimum(tmp_path: Path) -> None:
+    async with desk_server(tmp_path, review=True) as d:
+        number = (await d.open(pdq(1, 2), pin=PIN))["case"]
+        case_id = case_id_of(d.desk, number, PIN)
+        d.desk.approve(case_id)
+        d.clock.now += 86399
+        assert d.desk.publish_pending(respect_minimum=True).held == 1, "held since approval"
+        batch = d.desk.publish_pending()  # hashfed cases publish: run now
+        assert (batch.published, batch.cases, batch.held) == (2, 1, 0)
+
+
+def test_a_restart_cannot_hold_a_case_forever(tmp_path: Path) -> None:
+    from hashfed.node.cases import parse_case_hashes
+
+    node, before, after = two_desks(tmp_path, max_hold=3600)
+    before.open_case(parse_case_hashes(pdq(1, 1), before.policy), PIN)
+    opened = node.db.conn.execute("SELECT opened FROM cases").fetchone()[0]
+    clock = before._clock
+    assert isinstance(clock, Clock)
+    clock.now = opened + 86400 + 3599  # a fresh desk has never seen the case before
+    assert after.publish_pending(respect_minimum=True).held == 1
+    clock.now += 1  # but it has waited since the end of its opening day at the latest
+    assert after.publish_pending(respect_minimum=True).cases == 1
+    before.close()
+    after.close()
+    node.close()
 
 
 async def test_case_paths_need_no_peer_session_but_logs_still_do(tmp_path: Path) -> None:

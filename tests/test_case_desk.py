@@ -89,10 +89,13 @@ def test_cases_config_round_trips_and_is_validated(tmp_path: Path) -> None:
     node = make_node(tmp_path, "p", "publisher")
     assert load_config(node.config.home).cases == CasesConfig()
     assert CasesConfig().smtp_starttls is True  # the case number is not mailed in the clear
+    assert (CasesConfig().min_batch_cases, CasesConfig().max_hold) == (5, 86400)
     cases = CasesConfig(
         review=True,
         batch_interval=600,
         time_granularity=900,
+        min_batch_cases=3,
+        max_hold=7200,
         smtp_host="mail.example",
         smtp_port=587,
         smtp_from="desk@example.org",
@@ -105,13 +108,16 @@ def test_cases_config_round_trips_and_is_validated(tmp_path: Path) -> None:
     for bad, words in (
         ("review = 1", "true or false"),
         ("time_granularity = 0", "time_granularity"),
+        ("min_batch_cases = 0", "min_batch_cases"),
+        ("max_hold = 1.5", "max_hold"),
         ('smtp_from = ""', "smtp_from"),
         ("secret = 1", "unknown setting"),
     ):
         text = toml.read_text()
         key = bad.split(" ")[0]
         lines = [line for line in text.splitlines() if not line.startswith(key + " ")]
-        toml.write_text("\n".join(lines) + "\n" + bad + "\n")
+        # Inside [cases], whichever section follows it.
+        toml.write_text("\n".join(lines).replace("[cases]\n", "[cases]\n" + bad + "\n", 1))
         with pytest.raises(NodeError, match=words):
             load_config(node.config.home)
         toml.write_text(text)

@@ -420,3 +420,29 @@ def test_missing_signed_head_is_a_clear_error(home: Path) -> None:
 
 def test_help_is_short_flag(home: Path) -> None:
     assert "proof" in ok(home, "log", "-h").stdout
+
+
+def test_log_proof_json_and_a_clear_error_for_a_missing_entry(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from hashfed.node.cli import main
+    from hashfed.protocol.merkle import check_inclusion
+
+    home = tmp_path / "n"
+    runner = CliRunner()
+    assert runner.invoke(main, ["-d", str(home), "init", "--origin", "n.test/log"]).exit_code == 0
+    csv = "kind,hash\nmd5,0a21c8f85a55a9e276ffc2c53f6887c4\nmd5,5d41402abc4b2a76b9719d911017c592\n"
+    assert runner.invoke(main, ["-d", str(home), "publish", "-"], input=csv).exit_code == 0
+    result = runner.invoke(main, ["-d", str(home), "log", "proof", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    check_inclusion(
+        bytes.fromhex(doc["leaf_hash"]),
+        doc["index"],
+        doc["size"],
+        [bytes.fromhex(h) for h in doc["proof"]],
+        bytes.fromhex(doc["root"]),
+    )
+    assert doc["tlog_proof"].startswith("c2sp.org/tlog-proof@v1\nindex 1\n")
+    result = runner.invoke(main, ["-d", str(home), "retract", "7"])
+    assert result.exit_code == 1
+    assert "entry 7 does not exist: the log has 2 entries" in result.output

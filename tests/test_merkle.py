@@ -26,11 +26,7 @@ from hashfed.protocol.merkle import (
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "merkle"
 
 # Cases where hashfed is deliberately stricter than the reference, with the reason.
-DEVIATIONS = {
-    "consistency/additional/sizes-are-equal-one-and-proof-is-empty.json": (
-        "its roots are 12 bytes long; hashfed requires every hash to be 32 bytes"
-    ),
-}
+DEVIATIONS: dict[str, str] = {}  # every vector passes as the reference expects
 
 
 def _cases(kind: str) -> list[Any]:
@@ -81,13 +77,15 @@ def test_consistency_vectors(path: Path) -> None:
         check_consistency(*args)
 
 
-def test_deviation_passes_with_32_byte_roots() -> None:
-    # The deviating vector's point (equal sizes, equal roots, empty proof) holds
-    # with real hashes.
+def test_equal_sizes_compare_roots_as_given_and_hash_nothing() -> None:
     r = leaf_hash(b"x")
     check_consistency(1, 1, [], r, r)
+    check_consistency(1, 1, [], b"0" * 16, b"0" * 16)  # as the reference does
+    with pytest.raises(ProofFailed, match="different roots"):
+        check_consistency(1, 1, [], b"0" * 16, b"1" * 16)
+    # Whenever a proof is hashed, every hash must be 32 bytes.
     with pytest.raises(ProofFailed, match="16 bytes"):
-        check_consistency(1, 1, [], b"0" * 16, b"0" * 16)
+        check_consistency(1, 2, [r], b"0" * 16, r)
 
 
 def test_hash_formulas() -> None:
