@@ -88,12 +88,26 @@ def test_dicom_bomb_refused_from_header(tmp_path: Path) -> None:
     assert _error(tmp_path / "bomb.dcm").reason == "TooManyPixels"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _good(tmp_path / "secret.png")
+    other = _good(tmp_path / "fine.png")
     path.chmod(0)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Root reads anything (and CI runs as root): make opening this one file fail
+        # as it would for anyone else.
+        real_open = open
+
+        def guarded_open(file: object, *args: object, **kwargs: object) -> object:
+            if Path(str(file)) == path:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr("builtins.open", guarded_open)
     err = _error(path)
     assert err.reason == "UnreadableFile" and "permission" in err.error
+    # The rest of a batch goes on (one worker, so the guard applies in-process).
+    outcomes = list(hash_paths([path, other], workers=1))
+    assert [type(o).__name__ for o in outcomes] == ["FileError", "Result"]
 
 
 def test_symlink_loops(tmp_path: Path) -> None:
