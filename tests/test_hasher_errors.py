@@ -108,6 +108,7 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # The rest of a batch goes on (one worker, so the guard applies in-process).
     outcomes = list(hash_paths([path, other], workers=1))
     assert [type(o).__name__ for o in outcomes] == ["FileError", "Result"]
+    assert isinstance(outcomes[0], FileError) and outcomes[0].reason == "UnreadableFile"
 
 
 def test_symlink_loops(tmp_path: Path) -> None:
