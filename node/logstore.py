@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hashfed.protocol.merkle import EMPTY_ROOT, HASH_SIZE
+from hashfed.protocol.records import HashContent, Kind
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, decode_bundle
 
 
@@ -146,3 +147,18 @@ def checkpoint_root(conn: sqlite3.Connection, log_id: int, size: int) -> bytes |
         "SELECT root FROM checkpoints WHERE log_id = ? AND size = ?", (log_id, size)
     ).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def bank_content(
+    kind: str, digest: bytes, quality: int | None, labels: str, added: int, salt: bytes
+) -> HashContent:
+    """Returns the content of a bank row (labels are stored comma-joined). The encoding
+    is canonical, so its bytes are the ones the author committed to."""
+    return HashContent(
+        Kind(kind),
+        bytes(digest),
+        quality,
+        tuple(labels.split(",")) if labels else (),
+        int(added),
+        bytes(salt),
+    )

@@ -28,7 +28,7 @@ from hashfed.node.db import transaction
 from hashfed.node.errors import DatabaseError, ForkRefused, NodeError
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from hashfed.protocol.errors import InvalidRecord
-from hashfed.protocol.merkle import leaf_hash
+from hashfed.protocol.merkle import leaf_hashes
 from hashfed.protocol.records import (
     MAX_RETRACTION_INDICES,
     SALT_SIZE,
@@ -243,7 +243,7 @@ class OwnLog:
                 batch.retracted += [
                     (record.time, record.reason.value, own_index, i) for i in record.indices
                 ]
-        builder.append([leaf_hash(e) for e in batch.entries])
+        builder.append(leaf_hashes(batch.entries))
         size = builder.size
         logstore.write_tiles(conn, log.id, builder.changed_tiles())
         logstore.write_bundles(conn, log.id, self._new_bundles(first, batch.entries))

@@ -38,7 +38,7 @@ from hashfed.node.config import ServerConfig
 from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
-from hashfed.protocol.records import SALT_SIZE, ContentEncoder, HashContent, Kind
+from hashfed.protocol.records import SALT_SIZE, ContentEncoder, Kind
 from hashfed.protocol.tiles import (
     ENTRY_BUNDLE_WIDTH,
     TILE_HEIGHT,
@@ -47,6 +47,7 @@ from hashfed.protocol.tiles import (
     log_prefix,
     parse_content_path,
     parse_tile_path,
+    split_bundle,
 )
 
 IMMUTABLE = "max-age=31536000, immutable"
@@ -186,7 +187,11 @@ async def get_tile(request: web.Request) -> web.StreamResponse:
     stored = logstore.read_bundle(conn, log.id, ref.index)
     if stored is None or stored[0] < ref.width:
         raise web.HTTPNotFound(text="the log does not have that bundle\n")
-    body = _bundle_prefix(stored[1], ref.width) if stored[0] > ref.width else stored[1]
+    body = (
+        encode_bundle(split_bundle(stored[1], "stored bundle")[: ref.width])
+        if stored[0] > ref.width
+        else stored[1]
+    )
     body = _gzip_if_accepted(request, body, headers)
     return web.Response(body=body, content_type="application/octet-stream", headers=headers)
 
@@ -223,13 +228,6 @@ def _gzip_if_accepted(request: web.Request, body: bytes, headers: dict[str, str]
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     headers["Content-Encoding"] = "gzip"
     return compressor.compress(body) + compressor.flush()
-
-
-def _bundle_prefix(data: bytes, width: int) -> bytes:
-    pos = 0
-    for _ in range(width):
-        pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
-    return data[:pos]
 
 
 async def get_content(request: web.Request) -> web.StreamResponse:
@@ -288,15 +286,9 @@ def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int
                 encoder = encoders[key] = ContentEncoder(Kind(kind), label_tuple, added)
             items[idx - start] = encoder.encode(digest, quality, salt)
             continue
-        content = HashContent(
-            Kind(kind),
-            digest,
-            quality,
-            tuple(labels.split(",")) if labels else (),
-            int(added),
-            salt,
-        )
-        items[idx - start] = content.encode()
+        items[idx - start] = logstore.bank_content(
+            kind, digest, quality, labels, added, salt
+        ).encode()
     return encode_bundle(items)
 
 

@@ -29,8 +29,6 @@ from hashfed.protocol.merkle import HASH_SIZE, leaf_hashes
 from hashfed.protocol.records import (
     Addition,
     Feedback,
-    HashContent,
-    Kind,
     Retraction,
     decode_record,
 )
@@ -244,14 +242,7 @@ def _check_addition_row(
         erased.add(idx)  # content erased: allowed only after a retraction (checked later)
         return
     try:
-        content = HashContent(
-            kind=Kind(str(kind)),
-            hash=bytes(digest),
-            quality=None if quality is None else int(quality),
-            labels=tuple(str(labels).split(",")) if labels else (),
-            time=int(added),
-            salt=bytes(salt),
-        )
+        content = logstore.bank_content(kind, digest, quality, labels, added, salt)
         matches = content.commitment() == record.commit
     except (ValueError, TypeError):
         matches = False

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,7 @@ __all__ = [
     "parse_content_path",
     "parse_tile_path",
     "partial_tile_size",
+    "split_bundle",
     "tile_path",
 ]
 
@@ -321,6 +323,36 @@ def decode_bundle(data: bytes, count: int) -> list[bytes]:
             f"bundle has {end - pos} bytes after its {want} entries (more entries than expected?)"
         )
     return out
+
+
+def split_bundle(data: bytes, what: str) -> list[bytes]:
+    """split_bundle returns the items of a bundle of any count (an entry or content
+    bundle, or a longer one served for a partial); what names it in errors.
+    Raises MalformedBundle if an item is truncated."""
+    end = len(data)
+    if end >= 2:
+        # Fast path: every item has the first one's length (a batch of additions,
+        # or of contents with the same labels), checked for all prefixes at once.
+        length = (data[0] << 8) | data[1]
+        step = length + 2
+        count, rest = divmod(end, step)
+        if (
+            rest == 0
+            and data[0::step] == bytes((data[0],)) * count
+            and data[1::step] == bytes((data[1],)) * count
+        ):
+            return [data[pos : pos + length] for pos in range(2, end - length + 1, step)]
+    items, pos = [], 0
+    while pos < end:
+        if pos + 2 > end:
+            raise MalformedBundle(f"{what} ends inside an item length")
+        (length,) = struct.unpack_from(">H", data, pos)
+        pos += 2
+        if pos + length > end:
+            raise MalformedBundle(f"{what} ends inside an item")
+        items.append(data[pos : pos + length])
+        pos += length
+    return items
 
 
 class TreeBuilder:

@@ -37,7 +37,6 @@ proofs).
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -65,7 +64,13 @@ from hashfed.protocol.records import (
     decode_content,
     decode_record,
 )
-from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TileHashReader, TreeBuilder, encode_bundle
+from hashfed.protocol.tiles import (
+    ENTRY_BUNDLE_WIDTH,
+    TileHashReader,
+    TreeBuilder,
+    encode_bundle,
+    split_bundle,
+)
 from hashfed.protocol.validation import (
     Policy,
     check_commitment,
@@ -218,34 +223,6 @@ def _check_not_ahead(store: SyncStore, state: LogState, cp: Checkpoint, note: st
     )
     store.record_evidence(state.origin, evidence, detail)
     raise Equivocation(f"{state.origin} signed two inconsistent checkpoints: {detail}")
-
-
-def split_bundle(data: bytes, what: str) -> list[bytes]:
-    """Returns the uint16-length-prefixed items of a bundle (MalformedBundle if truncated)."""
-    end = len(data)
-    if end >= 2:
-        # Fast path: every item has the first one's length (a batch of additions,
-        # or of contents with the same labels), checked for all prefixes at once.
-        length = (data[0] << 8) | data[1]
-        step = length + 2
-        count, rest = divmod(end, step)
-        if (
-            rest == 0
-            and data[0::step] == bytes((data[0],)) * count
-            and data[1::step] == bytes((data[1],)) * count
-        ):
-            return [data[pos : pos + length] for pos in range(2, end - length + 1, step)]
-    items, pos = [], 0
-    while pos < end:
-        if pos + 2 > end:
-            raise MalformedBundle(f"{what} ends inside an item length")
-        (length,) = struct.unpack_from(">H", data, pos)
-        pos += 2
-        if pos + length > end:
-            raise MalformedBundle(f"{what} ends inside an item")
-        items.append(data[pos : pos + length])
-        pos += length
-    return items
 
 
 def _widths(old: int, new: int) -> Iterator[tuple[int, int]]:

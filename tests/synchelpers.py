@@ -27,8 +27,7 @@ from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_node
 from hashfed.node.syncstore import staging_path
 from hashfed.protocol.records import Kind
-from hashfed.protocol.tiles import encode_bundle
-from hashfed.sync.engine import split_bundle
+from hashfed.protocol.tiles import encode_bundle, split_bundle
 
 # A URL for peers that only read from a node (it never dials them).
 NOWHERE = "http://127.0.0.1:9"

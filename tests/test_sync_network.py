@@ -13,10 +13,10 @@ from hashfed.node.home import open_node
 from hashfed.node.ownlog import _Batch
 from hashfed.node.syncstore import SqliteSyncStore
 from hashfed.protocol.records import Reason, Verdict
-from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, split_bundle
 from hashfed.signing.keys import parse_verifier
 from hashfed.sync.auth import SessionClient
-from hashfed.sync.engine import ApplyPolicy, split_bundle, sync_origin
+from hashfed.sync.engine import ApplyPolicy, sync_origin
 from hashfed.sync.fetch import HttpFetcher
 from synchelpers import (
     NOW,
