@@ -38,6 +38,7 @@ from typing import Any
 from aiohttp import web
 from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH, request_peer
 from hashfed.node.bankindex import KINDS, BankIndex, parse_hash
+from hashfed.node.readiness import RETRY_AFTER
 
 MATCH_PATH = "/v1/match"
 """Where platforms POST batches of hashes to match."""
@@ -111,7 +112,10 @@ def _error(status: int, message: str, item: int | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if status == 400:
         body["item"] = item
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER)
+    return web.json_response(body, status=status, headers=headers)
 
 
 async def _read_body(request: web.Request) -> bytes | None:
@@ -170,7 +174,7 @@ async def match_handler(request: web.Request) -> web.Response:
         return _error(401, "authentication required: the local API token or a peer session")
     index = request.app[INDEX_PROVIDER_KEY]()
     if index is None:
-        return _error(503, "the match index is still loading; try again shortly")
+        return _error(503, "the match index is still loading: try again shortly (see GET /readyz)")
     body = await _read_body(request)
     if body is None:
         return _error(413, f"the body is larger than {MAX_BODY} bytes")

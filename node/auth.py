@@ -52,8 +52,8 @@ from hashfed.signing.note import open_note
 SESSION_PATH = "/v1/auth/session"
 """Where peers POST session requests."""
 
-HEALTH_PATH = "/healthz"
-"""The health check, served without authentication."""
+HEALTH_PATHS = ("/healthz", "/readyz")
+"""Liveness and readiness checks (node/readiness.py), served without authentication."""
 
 # Paths that need no peer session: the case desk (people use it, with their PIN)
 # and the witness endpoint (a checkpoint's signature is its authentication).
@@ -268,7 +268,7 @@ def setup_auth(
     """Adds the session route and the authenticating middleware to app.
 
     Every request needs a session token except ``POST /v1/auth/session``,
-    ``/healthz`` and paths for which is_public(path) is true (the paths of
+    ``/healthz``, ``/readyz`` and paths for which is_public(path) is true (the paths of
     logs in ``[server] public_logs``); on a public path a Bearer token is still
     checked if one is sent, so the handler knows the peer. The peer is stored
     on the request under :data:`PEER_KEY`; see :func:`request_peer`.
@@ -312,7 +312,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if path in (SESSION_PATH, HEALTH_PATH) or any(
+    if path in (SESSION_PATH, *HEALTH_PATHS) or any(
         path == p or path.startswith(p + "/") for p in OPEN_PREFIXES
     ):
         return await handler(request)

@@ -9,7 +9,8 @@ origins: the node's own log and every origin trusted with role ``publisher``
 Keeping it current:
 
 * :meth:`BankIndex.load` reads every applied row in bulk, in one read snapshot,
-  and remembers the log size it read up to, per log;
+  and remembers the log size it read up to, per log (in two steps that may run
+  apart: :func:`read_bank` needs only numpy, :meth:`BankIndex.from_rows` the kernels);
 * :meth:`BankIndex.update_from_sync` applies one sync result: the active rows in
   ``[old_size, new_size)`` are added and ``retracted_indices`` removed;
 * :meth:`BankIndex.update_own` does the same after this node's own publish or retract;
@@ -140,6 +141,28 @@ def applied_logs(conn: sqlite3.Connection) -> dict[int, str]:
 
 _ACTIVE = "status = 'active' AND hash IS NOT NULL"
 
+Rows = tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.uint8]]]
+
+
+@dataclass(frozen=True)
+class BankRows:
+    """The applied, active bank rows in one read snapshot: per kind, (ids, hashes);
+    the applied logs by id, and the size each was read up to."""
+
+    logs: dict[int, str]
+    sizes: dict[int, int]
+    arrays: dict[str, Rows]
+
+
+def read_bank(conn: sqlite3.Connection) -> BankRows:
+    """read_bank reads every applied, active row in one read snapshot (numpy only:
+    no kernel runs, so it needs no numba)."""
+    with _snapshot(conn):
+        logs = applied_logs(conn)
+        sizes = _log_sizes(conn, logs)
+        arrays = _read_rows(conn, list(logs))
+    return BankRows(logs, sizes, arrays)
+
 
 class BankIndex:
     """BankIndex answers "which applied, active bank entries match these hashes".
@@ -180,14 +203,25 @@ class BankIndex:
     ) -> BankIndex:
         """load builds the index from the bank, in one read snapshot. conn is kept for
         describing matches (:meth:`lookup`)."""
+        return cls.from_rows(
+            read_bank(conn), conn, thresholds=thresholds, default_threshold=default_threshold
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: BankRows,
+        conn: sqlite3.Connection | None = None,
+        *,
+        thresholds: Mapping[str, int] | None = None,
+        default_threshold: int = PDQ_MATCH_THRESHOLD,
+    ) -> BankIndex:
+        """from_rows builds the index from rows :func:`read_bank` read. It runs the
+        kernels (and so loads numba) but touches no database."""
         index = cls(conn, thresholds=thresholds, default_threshold=default_threshold)
-        with _snapshot(conn):
-            logs = applied_logs(conn)
-            sizes = _log_sizes(conn, logs)
-            arrays = _read_rows(conn, list(logs))
-        index.pdq.build(*arrays["pdq"])
-        index.md5.build(*arrays["md5"])
-        index._logs, index._sizes = logs, sizes
+        index.pdq.build(*rows.arrays["pdq"])
+        index.md5.build(*rows.arrays["md5"])
+        index._logs, index._sizes = dict(rows.logs), dict(rows.sizes)
         return index
 
     @property
@@ -428,9 +462,6 @@ def _log_sizes(conn: sqlite3.Connection, logs: Mapping[int, str]) -> dict[int, i
     return {log_id: sizes.get(log_id, 0) for log_id in logs}
 
 
-Rows = tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.uint8]]]
-
-
 def _read_rows(
     conn: sqlite3.Connection,
     log_ids: list[int],
@@ -498,10 +529,12 @@ __all__ = [
     "ID_SHIFT",
     "KINDS",
     "BankIndex",
+    "BankRows",
     "Hit",
     "MatchRow",
     "applied_logs",
     "feedback_counts",
     "parse_hash",
+    "read_bank",
     "refresh_loop",
 ]

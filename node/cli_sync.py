@@ -5,30 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import sqlite_utils
-from aiohttp import web
-from hashfed.hasher.index import warm_up
 from hashfed.node import logstore, peers
-from hashfed.node.auth import ACCESS_LOG_FORMAT
-from hashfed.node.bankindex import BankIndex, refresh_loop
-from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
 from hashfed.node.config import NodeConfig
-from hashfed.node.db import open_database
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy, quorum_check
-from hashfed.node.server import create_app
-from hashfed.node.syncer import Outcome, sync_loop, sync_node
-from hashfed.node.witness import Witness
+from hashfed.node.syncer import Outcome, sync_node
 from hashfed.node.witnesspush import push_checkpoint
 from hashfed.protocol.policy import format_policy
 from hashfed.sync.engine import Progress
@@ -325,76 +315,22 @@ def serve_command(
     flags override them. With tls_cert and tls_key set, the node serves HTTPS
     itself; otherwise put it behind a TLS-terminating reverse proxy.
 
+    The port is bound first: GET /healthz answers at once, and GET /readyz once
+    the match index is loaded (POST /v1/match answers 503 until then). SIGTERM or
+    SIGINT stops the node within a second or two, at any moment. numba's compiled
+    kernels are kept in <dir>/cache/numba unless NUMBA_CACHE_DIR is set.
+
     \b
     Example:
         hashfed serve --port 8470
     """
-    node = open_node(home)
-    config = node.config
-    server = replace(
-        config.server,
-        listen=listen if listen is not None else config.server.listen,
-        port=port if port is not None else config.server.port,
-    )
-    if interval is not None:
-        node.config = replace(config, sync=replace(config.sync, interval=interval))
-    read_db = open_database(config.database)
-    witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
-    push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
-    index = BankIndex.load(
-        read_db.conn,
-        thresholds=config.match.thresholds,
-        default_threshold=config.match.threshold,
-    )
-    witness = Witness(witness_db, node.witness_signer(), lambda: int(time.time()))
-    app = create_app(
-        read_db.conn,
-        config.origin,
-        server,
-        match_index=index,
-        api_token=node.api_token(),
-        witness=witness,
-    )
+    # Imported here: serving needs aiohttp's server, the case desk and the index, which
+    # no other command of this module loads.
+    from hashfed.node.serving import ServeOptions, exit_now, serve
 
-    def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
-        for outcome in outcomes or []:
-            if outcome.result is not None:
-                index.update_from_sync(read_db.conn, outcome.result)
+    serve(home, ServeOptions(listen, port, interval, no_sync), announce=_announce)
+    exit_now()
 
-    async def background_sync(_app: web.Application) -> AsyncIterator[None]:
-        await asyncio.to_thread(warm_up)
-        task = None if no_sync else asyncio.create_task(sync_loop(node, on_round=after_round))
-        refresher = asyncio.create_task(refresh_loop(index, read_db.conn))
-        rewitness = asyncio.create_task(witness_loop(push_db, node.config))
-        yield
-        for t in (task, refresher, rewitness):
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-        node.close()
-        read_db.conn.close()
-        witness_db.conn.close()
-        push_db.conn.close()
 
-    app.cleanup_ctx.append(background_sync)
-    if config.role == "publisher":
-        serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
-    tls = None
-    if config.tls_files is not None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(*config.tls_files)
-    click.echo(f"match index: {len(index)} active hashes; POST /v1/match with keys/api.token")
-    click.echo(
-        f"serving {config.origin} on {'https' if tls else 'http'}://{server.listen}:{server.port}"
-    )
-    web.run_app(
-        app,
-        host=server.listen,
-        port=server.port,
-        ssl_context=tls,
-        access_log_format=ACCESS_LOG_FORMAT,
-        access_log_class=RedactingAccessLogger,
-        shutdown_timeout=10,
-        print=None,
-    )
+def _announce(line: str) -> None:
+    click.echo(line)

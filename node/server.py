@@ -12,7 +12,8 @@ their origin wrote them.
     GET /log/<hash>/content/<N>[.p/<W>]        content bundles (specs/protocol.md)
     POST /v1/auth/session                      peer authentication (node/auth.py)
     POST /v1/match                             match a batch of hashes (node/api.py)
-    GET /healthz                               liveness
+    GET /healthz                               liveness (node/readiness.py)
+    GET /readyz                                readiness: database and match index
 
 Caching follows tlog-tiles: tiles and entry bundles are immutable (a partial
 tile of a given width never changes), the checkpoint may be cached for a few
@@ -35,6 +36,7 @@ from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
+from hashfed.node.readiness import Readiness, setup_health
 from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
@@ -292,10 +294,6 @@ def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int
     return encode_bundle(items)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
 def _timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(
@@ -318,6 +316,7 @@ def create_app(
     match_index: BankIndex | IndexProvider | None = None,
     api_token: str | None = None,
     witness: Witness | None = None,
+    readiness: Readiness | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
@@ -325,7 +324,8 @@ def create_app(
     requests. With match_index (a BankIndex, or a function returning the current
     one) the app also serves ``POST /v1/match`` (node/api.py) to peers and to
     holders of api_token. With witness, it serves ``POST /witness/add-checkpoint``
-    (C2SP tlog-witness, node/witness.py).
+    (C2SP tlog-witness, node/witness.py). readiness is what ``GET /readyz`` reports
+    on besides the database (default: nothing to wait for).
     """
     app = web.Application(
         client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
@@ -350,7 +350,7 @@ def create_app(
         else SessionStore(server_name, configured_peers, clock=clock)
     )
     setup_auth(app, store, is_public=directory.is_public_path)
-    app.router.add_get("/healthz", healthz)
+    setup_health(app, readiness or Readiness(), conn)
     app.router.add_get("/logs", list_logs)
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/checkpoint", get_checkpoint)
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/tile/{tail:.+}", get_tile)
