@@ -27,12 +27,20 @@ endif
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $@
 
-venv: $(STAMP)
+# The match kernels, compiled once here: 'hashfed serve' seeds a node's numba cache
+# (<node dir>/cache/numba) from this folder rather than compiling at its first start.
+KERNEL_CACHE := $(abspath $(VENV))/share/hashfed/numba-cache
+WARM := $(VENV)/.kernels-warm
+$(WARM): $(STAMP) hasher/kernels.py hasher/index.py
+	NUMBA_CACHE_DIR=$(KERNEL_CACHE) $(PY) -m hashfed.hasher.kernels
+	touch $@
 
-run: $(STAMP)
+venv: $(STAMP) $(WARM)
+
+run: $(STAMP) $(WARM)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP)
+test: $(STAMP) $(WARM)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
@@ -48,7 +56,7 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
 	touch $@
 
-bench: $(STAMP) $(BENCH_VENV)/.installed
+bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
 clean:

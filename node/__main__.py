@@ -1,5 +1,5 @@
 """python -m hashfed.node: the hashfed command line."""
 
-from hashfed.node.cli import main
+from hashfed.node.entry import main
 
 main()

@@ -11,6 +11,7 @@ from hashfed.node.config import ROLES, default_origin
 from hashfed.node.errors import NodeError
 from hashfed.node.home import init_node, open_node
 from hashfed.node.output import emit, output_options
+from hashfed.node.version import __version__
 from hashfed.protocol.errors import ProtocolError
 from hashfed.signing.errors import SigningError
 from hashfed.sync.errors import SyncError
@@ -77,7 +78,7 @@ class _Group(click.Group):
     envvar="HASHFED_DIR",
     help="The node directory (or set HASHFED_DIR).",
 )
-@click.version_option(package_name="hashfed")
+@click.version_option(__version__, prog_name="hashfed")
 @click.pass_context
 def main(ctx: click.Context, home: Path) -> None:
     """hashfed: a federated node for sharing banks of NCII hashes over signed logs.

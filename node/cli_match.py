@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hashfed.hasher import DIHEDRAL_NAMES, STORED, FileError, hash_paths
+from hashfed.hasher import DIHEDRAL_NAMES, MD5_NAME, PDQ_NAME, STORED, FileError, hash_paths
 from hashfed.node import logstore
-from hashfed.node.bankindex import HASH_BYTES, KINDS, BankIndex, MatchRow, parse_hash
 from hashfed.node.home import open_node
 from hashfed.node.output import emit, output_options
 from hashfed.protocol.records import Verdict
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_KIND_BY_LENGTH = {2 * size: kind for kind, size in HASH_BYTES.items()}
+KINDS = (PDQ_NAME, MD5_NAME)
+"""The kinds the match index answers (hashfed.node.bankindex.KINDS, which is not
+imported before a match runs: 'hashfed --help' lists this command without numpy's index)."""
+_KIND_BY_LENGTH = {64: PDQ_NAME, 32: MD5_NAME}  # hex characters of each kind's hash
 
 TABLE_COLUMNS = ["query", "kind", "origin", "index", "distance", "labels", "added", "feedback"]
 
@@ -40,6 +42,8 @@ def _hash_query(arg: str, kind: str | None) -> Query:
             "64 hex characters, an MD5 hash 32",
             param_hint="HASH|FILE",
         )
+    from hashfed.node.bankindex import parse_hash
+
     try:
         return Query(arg.lower(), k, parse_hash(k, arg))
     except ValueError as exc:
@@ -113,6 +117,8 @@ def match_command(
         queries += found
     for err in errors:
         click.echo(f"error: {err.path}: {err.error}", err=True)
+    from hashfed.node.bankindex import BankIndex, MatchRow
+
     with open_node(home) as node:
         index = BankIndex.load(
             node.db.conn,
