@@ -165,7 +165,8 @@ def _bind_error(server: ServerConfig, exc: OSError) -> str:
     where = f"{server.listen}:{server.port}"
     if exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {where}: the port is in use (is another hashfed serve running?)"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"cannot listen on {where}: {reason}"
 
 
 def _url(tls: bool, addresses: list[object], server: ServerConfig) -> str:

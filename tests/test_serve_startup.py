@@ -1,0 +1,263 @@
+"""'hashfed serve' binds first, loads its index off the event loop, stops at once, and
+fails to start with one line; the other commands never import numba or the index."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hashfed.node.config import NodeConfig, ServerConfig, write_config
+from hashfed.node.db import open_database
+from hashfed.node.home import init_node
+from hashfed.node.readiness import Readiness
+from hashfed.node.server import create_app
+from servehelpers import free_port, start_serve, status_of, stop, wait_for_line, wait_for_status
+
+PDQ_HASH = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+BANK_CSV = f"kind,hash,quality\npdq,{PDQ_HASH},100\nmd5,0a21c8f85a55a9e276ffc2c53f6887c4,\n"
+
+HEAVY = ("numba", "llvmlite", "hashfed.hasher.index", "hashfed.hasher.kernels")
+"""What only matching needs: the kernels' compiler and the index."""
+
+_RUN_EACH = """
+import json, sys
+from click.testing import CliRunner
+from hashfed.node.entry import main as entry
+
+heavy = {heavy!r}
+sys.argv = ["hashfed", "--version"]
+entry()
+report = [["--version", 0, [m for m in heavy if m in sys.modules], ""]]
+from hashfed.node.cli import main
+
+for args in json.loads(sys.argv_json):
+    result = CliRunner().invoke(main, args, input={bank!r})
+    loaded = [m for m in heavy if m in sys.modules]
+    report.append([args, result.exit_code, loaded, result.output[-300:]])
+print(json.dumps(report))
+"""
+
+
+def test_commands_import_neither_numba_nor_the_index(tmp_path: Path) -> None:
+    """Runs each command in turn in one fresh process, listing what it imported."""
+    publisher = init_node(tmp_path / "p", "p.test/hashfed", "publisher")
+    home = tmp_path / "n"
+    node = init_node(home, "n.test/hashfed")
+    node.close()
+    photo = sorted((Path(__file__).parents[1] / "../shared/vectors/pdq/images").iterdir())[0]
+    vkey, peer_vkey = publisher.signer.vkey(), publisher.peer_signer.vkey()
+    publisher.close()
+    d = ["--dir", str(home)]
+    commands = [
+        ["--help"],
+        ["hash", str(photo)],
+        [*d, "publish", "-"],
+        [*d, "retract", "0"],
+        [*d, "log", "verify"],
+        [*d, "keys", "show"],
+        [*d, "trust", "add", vkey, "--role", "publisher"],
+        [*d, "trust", "list"],
+        [*d, "peers", "add", "p", f"http://127.0.0.1:{free_port()}", peer_vkey],
+        [*d, "peers", "list"],
+        [*d, "sync", "--help"],
+        [*d, "sync"],  # the peer is down: it fails, after loading all it needs
+    ]
+    code = _RUN_EACH.format(heavy=HEAVY, bank=BANK_CSV).replace(
+        "sys.argv_json", repr(json.dumps(commands))
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [row[0] for row in report][1:] == commands
+    for args, exit_code, loaded, output in report:
+        assert exit_code == (1 if args[-1] == "sync" else 0), (args, exit_code, output)
+        assert loaded == [], (args, loaded)
+
+
+def _hashfed(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hashfed.node", "--dir", str(home), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> Path:
+    home = tmp_path / "n"
+    init_node(home, "n.test/hashfed", "publisher").close()
+    assert _hashfed(home, "publish", "-", stdin=BANK_CSV).returncode == 0
+    return home
+
+
+def _match(url: str, token: str) -> tuple[int, dict[str, str], object]:
+    body = json.dumps({"hashes": [{"kind": "pdq", "hash": PDQ_HASH}]}).encode()
+    request = urllib.request.Request(
+        f"{url}/v1/match",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.load(response)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), json.load(exc)
+
+
+def test_serve_announces_only_once_bound_then_gets_ready_and_stops(published: Path) -> None:
+    port = free_port()
+    served = start_serve(published, "--port", str(port), "--no-sync")
+    try:
+        line = wait_for_line(served, "serving n.test/hashfed on ")
+        url = line.rsplit(" ", 1)[1]
+        assert url == f"http://127.0.0.1:{port}"
+        assert status_of(f"{url}/healthz") == 200  # bound before it said so: no retry
+        wait_for_status(served, f"{url}/readyz")
+        status, _, answer = _match(url, (published / "keys" / "api.token").read_text().strip())
+        assert status == 200
+        assert answer["results"][0]["matches"][0]["distance"] == 0  # type: ignore[index]
+    finally:
+        code = stop(served)
+    assert code == 0, served.output()
+    assert "Traceback" not in served.output()
+
+
+def test_sigterm_during_warm_up(published: Path, tmp_path: Path) -> None:
+    """With an empty kernel cache the kernels compile for many seconds: the node serves
+    /healthz meanwhile, says what it waits for, and stops at once when asked."""
+    port = free_port()
+    cache = tmp_path / "cold-cache"
+    served = start_serve(
+        published, "--port", str(port), "--no-sync", env={"NUMBA_CACHE_DIR": str(cache)}
+    )
+    try:
+        url = wait_for_line(served, "serving ").rsplit(" ", 1)[1]
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:
+            assert json.load(response) == {"status": "ok"}
+        try:
+            urllib.request.urlopen(f"{url}/readyz", timeout=30).close()
+            pytest.fail("/readyz answered 200 while the kernels compile")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                assert exc.code == 503
+                assert exc.headers["Retry-After"]
+                assert "index" in json.load(exc)["waiting"]
+        status, headers, answer = _match(
+            url, (published / "keys" / "api.token").read_text().strip()
+        )
+        assert status == 503 and headers["Retry-After"] and "loading" in answer["error"]  # type: ignore[index]
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        code = stop(served)
+    assert code == 0, served.output()
+    assert not _compilers_for(cache), "the kernel compiler outlived hashfed serve"
+    db = open_database(published / "hashfed.db")  # still a sound database
+    assert db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.conn.close()
+
+
+def _compilers_for(cache: Path) -> list[int]:
+    """Returns the pids of processes whose environment names cache as NUMBA_CACHE_DIR."""
+    found = []
+    needle = f"NUMBA_CACHE_DIR={cache}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _break_port(config: NodeConfig) -> tuple[list[str], str, socket.socket | None]:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return ["--port", str(taken.getsockname()[1])], "the port is in use", taken
+
+
+def _break_cert(config: NodeConfig) -> tuple[list[str], str, socket.socket | None]:
+    server = replace(config.server, tls_cert="missing.pem", tls_key="missing.key")
+    write_config(replace(config, server=server))
+    return [], "cannot read the TLS certificate", None
+
+
+def _break_database(config: NodeConfig) -> tuple[list[str], str, socket.socket | None]:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{config.database}{suffix}").unlink(missing_ok=True)
+    Path(config.database).write_bytes(b"this is not a database, " * 200)
+    return [], "cannot open the database", None
+
+
+def _break_config(config: NodeConfig) -> tuple[list[str], str, socket.socket | None]:
+    (config.home / "hashfed.toml").write_text("origin = [unclosed\n")
+    return [], "is not valid TOML", None
+
+
+Breaker = Callable[[NodeConfig], tuple[list[str], str, socket.socket | None]]
+
+
+@pytest.mark.parametrize(
+    "breaker", [_break_port, _break_cert, _break_database, _break_config], ids=lambda f: f.__name__
+)
+def test_startup_errors_are_one_line(tmp_path: Path, breaker: Breaker) -> None:
+    node = init_node(tmp_path / "n", "n.test/hashfed")
+    node.close()
+    args, reason, taken = breaker(node.config)
+    try:
+        done = _hashfed(node.config.home, "serve", "--no-sync", *(args or ["--port", "0"]))
+    finally:
+        if taken is not None:
+            taken.close()
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and reason in lines[0], done.stderr
+    assert "serving" not in done.stdout
+
+
+async def test_readyz_and_match_answer_503_until_the_index_loads(
+    tmp_path: Path, aiohttp_client
+) -> None:  # type: ignore[no-untyped-def]
+    node = init_node(tmp_path / "n", "n.test/hashfed")
+    readiness = Readiness()
+    readiness.wait_for("index", "reading the bank")
+    app = create_app(
+        node.db.conn,
+        node.config.origin,
+        ServerConfig(),
+        match_index=lambda: None,
+        api_token="secret-token",
+        readiness=readiness,
+    )
+    client: TestClient = await aiohttp_client(app)  # type: ignore[type-arg]
+    health = await client.get("/healthz")
+    assert health.status == 200 and await health.json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and ready.headers["Retry-After"]
+    assert await ready.json() == {"status": "starting", "waiting": {"index": "reading the bank"}}
+    match = await client.post(
+        "/v1/match",
+        json={"hashes": [{"kind": "pdq", "hash": PDQ_HASH}]},
+        headers={"Authorization": "Bearer secret-token"},
+    )
+    assert match.status == 503 and match.headers["Retry-After"]
+    assert "loading" in (await match.json())["error"]
+    readiness.ready("index")
+    ready = await client.get("/readyz")
+    assert ready.status == 200 and (await ready.json())["status"] == "ready"
+    node.close()
