@@ -37,6 +37,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,36 +110,84 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    """Waits until the server answers /healthz (bounded: 30 s)."""
-    deadline = time.monotonic() + 30
+READY_BOUND = 600.0
+"""Seconds a server may take to load its index on a busy machine before the demo gives up."""
+
+STOP_BOUND = 60.0
+"""Seconds a server may take to stop after SIGTERM (it takes one or two)."""
+
+
+@dataclass
+class Server:
+    """A running 'hashfed serve' and the file its output goes to."""
+
+    node: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def failed(self, what: str) -> DemoFailed:
+        output = self.log.read_text(errors="replace").rstrip() or "(no output)"
+        return DemoFailed(f"demo failed: {what}; its log:\n  " + output.replace("\n", "\n  "))
+
+
+def start_server(node: str, port: int) -> Server:
+    """Starts 'hashfed serve' for a node (no background sync: the demo drives it)."""
+    command = [*_hashfed(), "--dir", str(WORK / node), "serve", "--port", str(port), "--no-sync"]
+    print(f"$ hashfed --dir {WORK / node} serve --port {port} --no-sync &", flush=True)
+    log = WORK / f"{node}.serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    return Server(node, f"http://127.0.0.1:{port}", proc, log)
+
+
+def wait_ready(server: Server) -> None:
+    """Waits until the server answers /readyz 200: bound, database open, index loaded."""
+    deadline = time.monotonic() + READY_BOUND
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise DemoFailed(f"the server for {url} exited with code {server.returncode}")
+        if server.proc.poll() is not None:
+            raise server.failed(f"the {server.node} server exited with {server.proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(f"{server.url}/readyz", timeout=10) as response:
                 if response.status == 200:
                     return
-        except OSError:
-            time.sleep(0.05)
-    raise DemoFailed(f"the server at {url} did not start")
+        except OSError:  # not bound yet, or 503 while its index loads
+            pass
+        time.sleep(0.1)
+    raise server.failed(f"the {server.node} server was not ready within {READY_BOUND:.0f} s")
+
+
+def stop_server(server: Server) -> DemoFailed | None:
+    """Stops the server with SIGTERM; returns what went wrong, if anything."""
+    if server.proc.poll() is not None:
+        return server.failed(f"the {server.node} server had exited with {server.proc.returncode}")
+    server.proc.terminate()
+    try:
+        code = server.proc.wait(timeout=STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        return server.failed(f"the {server.node} server did not stop within {STOP_BOUND:.0f} s")
+    return None if code == 0 else server.failed(f"the {server.node} server exited with {code}")
 
 
 @contextmanager
-def serving(node: str, port: int) -> Iterator[str]:
-    """Runs 'hashfed serve' for a node (no background sync: the demo drives it)."""
-    command = [*_hashfed(), "--dir", str(WORK / node), "serve", "--port", str(port), "--no-sync"]
-    print(f"$ hashfed --dir {WORK / node} serve --port {port} --no-sync &", flush=True)
-    log = open(WORK / f"{node}.serve.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def serving(ports: dict[str, int]) -> Iterator[list[Server]]:
+    """Runs 'hashfed serve' for each node, all starting at once; yields once every one is
+    ready, and stops them all at the end."""
+    servers = [start_server(node, port) for node, port in ports.items()]
+    failure: BaseException | None = None
     try:
-        wait_healthy(url, server)
-        yield url
+        for server in servers:
+            wait_ready(server)
+        yield servers
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
-        server.terminate()
-        server.wait(timeout=15)
-        log.close()
+        problems = [p for p in map(stop_server, servers) if p is not None]
+        if problems and failure is None:
+            raise problems[0]
 
 
 def _flip_entry_bytes(body: bytes) -> bytes:
@@ -361,11 +410,7 @@ def main() -> int:
     for node in (PUBLISHER, PARTNER_A, PARTNER_B):
         run(node, "policy", "set", str(policy_file))
 
-    with (
-        serving(PARTNER_A, ports[PARTNER_A]),
-        serving(PARTNER_B, ports[PARTNER_B]),
-        serving(PUBLISHER, ports[PUBLISHER]),
-    ):
+    with serving({node: ports[node] for node in (PARTNER_A, PARTNER_B, PUBLISHER)}):
         banner("The publisher publishes four hashes; both witnesses cosign the checkpoint")
         run(PUBLISHER, "publish", "-", stdin=SAMPLE_CSV)
         run(PUBLISHER, "log", "checkpoint")

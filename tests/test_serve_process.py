@@ -6,11 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import signal
-import socket
 import ssl
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -23,12 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hashfed.node.config import write_config
 from hashfed.node.home import init_node
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from servehelpers import free_port, start_serve, stop, wait_for_status
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -67,18 +58,6 @@ def get(url: str, context: ssl.SSLContext | None) -> int:
         return int(response.status)
 
 
-def wait_for(url: str, context: ssl.SSLContext, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "hashfed serve exited early"
-        try:
-            if get(url, context) == 200:
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.05)
-    pytest.fail(f"{url} did not come up")
-
-
 def test_serve_tls_flag_override_and_graceful_shutdown(tmp_path: Path) -> None:
     home = tmp_path / "n"
     node = init_node(home, "n.test/hashfed")
@@ -89,30 +68,15 @@ def test_serve_tls_flag_override_and_graceful_shutdown(tmp_path: Path) -> None:
     )
     write_config(replace(node.config, server=server_config))
     node.close()
-    command = [
-        sys.executable,
-        "-m",
-        "hashfed.node",
-        "--dir",
-        str(home),
-        "serve",
-        "--port",
-        str(flagged),
-        "--no-sync",
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    served = start_serve(home, "--port", str(flagged), "--no-sync")
     try:
         trusted = ssl.create_default_context(cafile=str(cert))
-        wait_for(f"https://127.0.0.1:{flagged}/healthz", trusted, server)
+        wait_for_status(served, f"https://127.0.0.1:{flagged}/healthz", context=trusted)
         with pytest.raises((urllib.error.URLError, OSError)):  # the flag won over the file
             get(f"https://127.0.0.1:{configured}/healthz", trusted)
         with pytest.raises((urllib.error.URLError, OSError)):  # TLS only, no plain HTTP
             get(f"http://127.0.0.1:{flagged}/healthz", None)
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=15) == 0
+        served.proc.send_signal(signal.SIGTERM)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
+        code = stop(served)
+    assert code == 0, served.output()
