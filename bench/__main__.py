@@ -8,7 +8,7 @@ import sys
 
 from bench.table import Row, render
 
-MODULES = ["bench_log", "bench_hash", "bench_sync", "bench_match", "bench_witness"]
+MODULES = ["bench_log", "bench_hash", "bench_sync", "bench_match", "bench_witness", "bench_serve"]
 
 
 def main() -> int:
@@ -17,12 +17,19 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: {MODULES})")
     args = parser.parse_args()
     rows: list[Row] = []
+    failed: list[str] = []
     for name in args.names or MODULES:
-        module = importlib.import_module(f"bench.{name}")
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.extend(module.run(quick=args.quick))
+        try:  # one module failing must not lose the rows the others measured
+            module = importlib.import_module(f"bench.{name}")
+            rows.extend(module.run(quick=args.quick))
+        except (Exception, SystemExit) as exc:
+            failed.append(name)
+            print(f"{name} FAILED: {exc}", file=sys.stderr, flush=True)
     print(render(rows))
-    return 0
+    if failed:
+        print(f"\nfailed: {', '.join(failed)} (see above); the rows above are from the others")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
