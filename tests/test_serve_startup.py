@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from click.testing import CliRunner
+from hashfed.node.cli import main
 from hashfed.node.config import NodeConfig, ServerConfig, write_config
 from hashfed.node.db import open_database
 from hashfed.node.home import init_node
@@ -83,21 +85,12 @@ def test_commands_import_neither_numba_nor_the_index(tmp_path: Path) -> None:
         assert loaded == [], (args, loaded)
 
 
-def _hashfed(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hashfed.node", "--dir", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
     home = tmp_path / "n"
     init_node(home, "n.test/hashfed", "publisher").close()
-    assert _hashfed(home, "publish", "-", stdin=BANK_CSV).returncode == 0
+    result = CliRunner().invoke(main, ["--dir", str(home), "publish", "-"], input=BANK_CSV)
+    assert result.exit_code == 0, result.output
     return home
 
 
@@ -211,23 +204,29 @@ def _break_config(config: NodeConfig) -> tuple[list[str], str, socket.socket | N
 Breaker = Callable[[NodeConfig], tuple[list[str], str, socket.socket | None]]
 
 
-@pytest.mark.parametrize(
-    "breaker", [_break_port, _break_cert, _break_database, _break_config], ids=lambda f: f.__name__
-)
-def test_startup_errors_are_one_line(tmp_path: Path, breaker: Breaker) -> None:
-    node = init_node(tmp_path / "n", "n.test/hashfed")
-    node.close()
-    args, reason, taken = breaker(node.config)
-    try:
-        done = _hashfed(node.config.home, "serve", "--no-sync", *(args or ["--port", "0"]))
-    finally:
+def test_startup_errors_are_one_line(tmp_path: Path) -> None:
+    """A port in use, a missing certificate, a damaged database, a bad config: each
+    'hashfed serve' (all four run at once) exits non-zero with one line on stderr."""
+    breakers: list[Breaker] = [_break_port, _break_cert, _break_database, _break_config]
+    runs = []
+    for breaker in breakers:
+        node = init_node(tmp_path / breaker.__name__, "n.test/hashfed")
+        node.close()
+        args, reason, taken = breaker(node.config)
+        command = [sys.executable, "-m", "hashfed.node", "--dir", str(node.config.home)]
+        command += ["serve", "--no-sync", *(args or ["--port", "0"])]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        runs.append((breaker.__name__, reason, taken, proc))
+    for name, reason, taken, proc in runs:
+        stdout, stderr = proc.communicate(timeout=300)
         if taken is not None:
             taken.close()
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and reason in lines[0], done.stderr
-    assert "serving" not in done.stdout
+        assert proc.returncode != 0, name
+        assert "Traceback" not in stderr, (name, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (name, stderr)
+        assert reason in lines[0], (name, stderr)
+        assert "serving" not in stdout, name
 
 
 async def test_readyz_and_match_answer_503_until_the_index_loads(
