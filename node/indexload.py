@@ -201,7 +201,10 @@ class IndexLoader:
             self.readiness.wait_for(self.PART, f"the match index failed to load: {exc}")
             raise
         finally:
-            compiling.cancel()
+            if not compiling.done():  # cancelled early: the compiler must not outlive us
+                compiling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await compiling
         self._index = index
         self.readiness.ready(self.PART)
         return index
