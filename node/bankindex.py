@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class BankIndex:
         self._logs: dict[int, str] = {}  # applied log id -> origin
         self._sizes: dict[int, int] = {}  # applied log id -> log size indexed up to
         self._lock = threading.Lock()
+        self.load_seconds: float | None = None  # how long load() took (a metric)
 
     # -- loading ------------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class BankIndex:
     ) -> BankIndex:
         """load builds the index from the bank, in one read snapshot. conn is kept for
         describing matches (:meth:`lookup`)."""
+        started = time.perf_counter()
         index = cls(conn, thresholds=thresholds, default_threshold=default_threshold)
         with _snapshot(conn):
             logs = applied_logs(conn)
@@ -188,6 +191,7 @@ class BankIndex:
         index.pdq.build(*arrays["pdq"])
         index.md5.build(*arrays["md5"])
         index._logs, index._sizes = logs, sizes
+        index.load_seconds = time.perf_counter() - started
         return index
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 import sys
 import time
@@ -18,18 +17,19 @@ import sqlite_utils
 from aiohttp import web
 from hashfed.hasher.index import warm_up
 from hashfed.node import logstore, peers
-from hashfed.node.auth import ACCESS_LOG_FORMAT
+from hashfed.node.adminapi import ensure_admin_token, setup_admin
 from hashfed.node.bankindex import BankIndex, refresh_loop
-from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
+from hashfed.node.caseapi import serve_cases
 from hashfed.node.config import NodeConfig
 from hashfed.node.db import open_database
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.server import create_app
+from hashfed.node.servicelog import log_options, observe_sync_round, ready, start_logging, stopping
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
 from hashfed.node.witness import Witness
-from hashfed.node.witnesspush import push_checkpoint
+from hashfed.node.witnesspush import log_push, push_checkpoint
 from hashfed.protocol.policy import format_policy
 from hashfed.sync.engine import Progress
 
@@ -303,8 +303,7 @@ async def witness_loop(
             policy = load_policy(config.home)
             if policy is not None and any(w.url for w in policy.witnesses):
                 report = await push_checkpoint(db, config.origin, policy)
-                for name, error in report.errors.items():
-                    logging.getLogger("hashfed.witness").warning("witness %s: %s", name, error)
+                log_push(report)
             pushed_size, since = size, 0.0
         await sleep(step)
         since += step
@@ -315,9 +314,16 @@ async def witness_loop(
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default from hashfed.toml).")
 @click.option("--interval", type=click.FloatRange(min=1), help="Seconds between background syncs.")
 @click.option("--no-sync", is_flag=True, help="Serve only; do not sync in the background.")
+@log_options
 @click.pass_obj
 def serve_command(
-    home: Path, listen: str | None, port: int | None, interval: float | None, no_sync: bool
+    home: Path,
+    listen: str | None,
+    port: int | None,
+    interval: float | None,
+    no_sync: bool,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
 
@@ -331,6 +337,7 @@ def serve_command(
     """
     node = open_node(home)
     config = node.config
+    start_logging(config.log, log_level, log_format)
     server = replace(
         config.server,
         listen=listen if listen is not None else config.server.listen,
@@ -356,7 +363,11 @@ def serve_command(
         witness=witness,
     )
 
+    if config.metrics.enabled:
+        setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
+
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
+        observe_sync_round(app, outcomes)
         for outcome in outcomes or []:
             if outcome.result is not None:
                 index.update_from_sync(read_db.conn, outcome.result)
@@ -385,16 +396,15 @@ def serve_command(
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(*config.tls_files)
     click.echo(f"match index: {len(index)} active hashes; POST /v1/match with keys/api.token")
-    click.echo(
-        f"serving {config.origin} on {'https' if tls else 'http'}://{server.listen}:{server.port}"
-    )
+    url = f"{'https' if tls else 'http'}://{server.listen}:{server.port}"
+    click.echo(f"serving {config.origin} on {url}")
+    app.on_shutdown.append(lambda _app: stopping(config.origin))
     web.run_app(
         app,
         host=server.listen,
         port=server.port,
         ssl_context=tls,
-        access_log_format=ACCESS_LOG_FORMAT,
-        access_log_class=RedactingAccessLogger,
+        access_log=None,  # node/accesslog.py logs every request, by route name
         shutdown_timeout=10,
-        print=None,
+        print=lambda *_: ready(config.origin, url),  # run_app calls it once the port is bound
     )
