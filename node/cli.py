@@ -22,6 +22,9 @@ DEFAULT_HOME = "hashfed-node"
 # The subcommands, each imported only when it runs: importing them all (aiohttp,
 # numba, Pillow...) would cost every command most of a second.
 LAZY_COMMANDS = {
+    "backup": "hashfed.node.cli_ops:backup_command",
+    "recover": "hashfed.node.cli_ops:recover_command",
+    "restore": "hashfed.node.cli_ops:restore_command",
     "case": "hashfed.node.cli_case:case_group",
     "cases": "hashfed.node.cli_case:cases_group",
     "evidence": "hashfed.node.cli_witness:evidence_group",
