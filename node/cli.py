@@ -32,6 +32,7 @@ LAZY_COMMANDS = {
     "hash": "hashfed.node.cli_hash:hash_command",
     "log": "hashfed.node.cli_log:log_group",
     "match": "hashfed.node.cli_match:match_command",
+    "migrate": "hashfed.node.cli_ops:migrate_command",
     "peers": "hashfed.node.cli_peers:peers_group",
     "policy": "hashfed.node.cli_witness:policy_group",
     "publish": "hashfed.node.cli_log:publish_command",

@@ -6,7 +6,9 @@ import asyncio
 from pathlib import Path
 
 import click
+from hashfed.node.config import load_config
 from hashfed.node.home import open_node
+from hashfed.node.migrate import plan
 from hashfed.node.output import emit
 from hashfed.node.recovery import backup, recover, restore
 
@@ -109,3 +111,36 @@ def recover_command(home: Path, source: str, peer_vkey: str | None, as_json: boo
             click.echo(f"note: {error}", err=True)
         for item in report.lost:
             click.echo(f"lost: {item}")
+
+
+@click.command("migrate")
+@click.option("--dry-run", is_flag=True, help="Only say which migrations would run.")
+@click.pass_obj
+def migrate_command(home: Path, dry_run: bool) -> None:
+    """Bring the database to this hashfed's schema, or say what that would do.
+
+    Every command migrates the database when it opens it; run this after an
+    upgrade (with 'hashfed serve' stopped, after 'hashfed backup') to do it at a
+    time of your choosing. --dry-run prints each pending step and flags the ones
+    that rewrite a large table and will take long.
+
+    \b
+    Example:
+        hashfed migrate --dry-run
+    """
+    config = load_config(home)
+    version, steps = plan(config.database)
+    if not steps:
+        click.echo(f"schema version {version}: up to date")
+        return
+    click.echo(f"schema version {version} -> {steps[-1].version}: {len(steps)} step(s)")
+    for step in steps:
+        rows = ", ".join(f"{t}: {n} rows" for t, n in step.rewrites.items())
+        speed = (
+            "LONG: rewrites " + rows if step.slow else ("rewrites " + rows if rows else "instant")
+        )
+        click.echo(f"-- to version {step.version} ({speed})\n{step.sql}")
+    if dry_run:
+        return
+    open_node(home).close()
+    click.echo(f"migrated to schema version {steps[-1].version}")

@@ -101,3 +101,29 @@ async def test_sync_exits_non_zero_when_the_witness_quorum_is_missing(tmp_path: 
     assert q.db.conn.execute("SELECT size FROM logs WHERE origin = ?", (P,)).fetchone() == (0,)
     for node in (p, q):
         node.close()
+
+
+def test_migrate_dry_run_says_what_would_run_and_changes_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hashfed.node.db import SCHEMA_VERSION
+
+    node = make_node(tmp_path, "n")
+    publish(node, 2)
+    node.close()
+    home = node.config.home
+    assert "up to date" in CliRunner().invoke(main, ["--dir", str(home), "migrate"]).output
+    # Back to schema 5: the last step adds a column (instant).
+    conn = sqlite3.connect(home / "hashfed.db")
+    conn.execute("ALTER TABLE sync_state DROP COLUMN peer_size")
+    conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    result = CliRunner().invoke(main, ["--dir", str(home), "migrate", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"schema version 5 -> {SCHEMA_VERSION}: {SCHEMA_VERSION - 5} step(s)" in result.output
+    assert "(instant)" in result.output and "ADD COLUMN peer_size" in result.output
+    conn = sqlite3.connect(home / "hashfed.db")
+    assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+    conn.close()
+    result = CliRunner().invoke(main, ["--dir", str(home), "migrate"])
+    assert result.exit_code == 0 and f"migrated to schema version {SCHEMA_VERSION}" in result.output
