@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hashfed.node.adminapi import ensure_admin_token
 from hashfed.node.config import CasesConfig, write_config
-from prodhelpers import free_port, http, serving
+from prodhelpers import free_port, http, json_lines, serving
 from prometheus_client.parser import text_string_to_metric_families
 from synchelpers import allow, make_node, origin_of, pdq_hashes, publish, trust, use
 
@@ -80,7 +80,7 @@ def test_scrape_after_a_sync_a_match_and_a_case(tmp_path: Path) -> None:
 
     with (
         serving(p.config.home, p_port, "--no-sync") as (p_url, _),
-        serving(q.config.home, q_port) as (q_url, _),
+        serving(q.config.home, q_port) as (q_url, q_log),
     ):
         wait_until_synced(q_url, q_admin, 3)
         # A match that hits and one that misses, with q's local API token.
@@ -102,6 +102,16 @@ def test_scrape_after_a_sync_a_match_and_a_case(tmp_path: Path) -> None:
         assert http("GET", q_url + "/metrics")[0] == 401
         assert http("GET", q_url + "/v1/status", {"Authorization": "Bearer " + q_api})[0] == 401
 
+    # The partner logged its sync round as one structured line.
+    [first, *_] = [r for r in json_lines(q_log) if r.get("event") == "sync"]
+    assert first["origin"] == P and first["peer"] == "p" and first["error"] is None
+    assert (first["from_size"], first["to_size"], first["applied"], first["flagged"]) == (
+        0,
+        3,
+        3,
+        0,
+    )
+    assert first["status"] == "advanced" and first["duration"] >= 0
     # The partner: the origin it follows, its bank, its matches.
     assert value(q_samples, "hashfed_log_size", origin=P, role="publisher") == 3
     assert value(q_samples, "hashfed_log_size", origin=Q, role="own") == 0
