@@ -11,11 +11,9 @@ leaves both out. The token is created with the node's other keys (mode 0600).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 from aiohttp import web
 from hashfed.node.accesslog import ACCESS_CALLER_KEY
@@ -24,29 +22,15 @@ from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH
 from hashfed.node.config import NodeConfig
 from hashfed.node.health import status_document
 from hashfed.node.metrics import METRICS_KEY, NodeCollector
-from hashfed.signing.keys import read_key_file, write_key_file
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 METRICS_PATH = "/metrics"
 STATUS_PATH = "/v1/status"
 ADMIN_PATHS = (METRICS_PATH, STATUS_PATH)
-ADMIN_TOKEN_FILE = Path("keys") / "admin.token"
 
 ADMIN_TOKEN_KEY = web.AppKey("hashfed_admin_token", str)
 ADMIN_CONFIG_KEY = web.AppKey("hashfed_admin_config", NodeConfig)
 ADMIN_CONN_KEY = web.AppKey("hashfed_admin_conn", sqlite3.Connection)
-
-
-def ensure_admin_token(home: Path) -> str:
-    """Returns the node's admin token, first creating ``keys/admin.token`` (32 random
-    bytes, base64url, mode 0600) if the node has none."""
-    import secrets
-
-    path = home / ADMIN_TOKEN_FILE
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        write_key_file(path, secrets.token_urlsafe(32) + "\n")
-    return read_key_file(path).strip()
 
 
 def _has_admin_token(request: web.Request) -> bool:

@@ -17,14 +17,14 @@ import sqlite_utils
 from aiohttp import web
 from hashfed.hasher.index import warm_up
 from hashfed.node import logstore
-from hashfed.node.adminapi import ensure_admin_token, setup_admin
+from hashfed.node.adminapi import setup_admin
 from hashfed.node.bankindex import BankIndex, refresh_loop
 from hashfed.node.caseapi import serve_cases
 from hashfed.node.config import NodeConfig
 from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
 from hashfed.node.health import UNKNOWN, assess, row_problems, status_rows
-from hashfed.node.home import Node, open_node
+from hashfed.node.home import Node, ensure_admin_token, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy
 from hashfed.node.server import create_app

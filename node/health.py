@@ -8,7 +8,8 @@ them into one verdict with the exit codes monitoring tools already understand
     0 OK        every followed origin is syncing and fresh
     1 WARNING   some origin has flagged entries (signed and included, failed a record check)
     2 CRITICAL  an origin is halted by evidence, its sync is failing, or it is stale:
-                not synced (or, under a witness policy, not cosigned) within [sync] max_age
+                not synced (or, under a witness policy, not cosigned) within [sync] max_age;
+                or the own log was restored and not yet recovered (specs/recovery.md)
     3 UNKNOWN   the state could not be read (hashfed status itself failed)
 
 Origin health never takes a node out of a load balancer: a stale bank still
@@ -24,6 +25,7 @@ from typing import Any
 
 from hashfed.node import logstore, peers
 from hashfed.node.config import NodeConfig
+from hashfed.node.ownlog import pending_marker
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.protocol.policy import format_policy
 
@@ -44,6 +46,7 @@ def status_rows(
     now = int(time.time()) if now is None else now
     policy = load_policy(config.home)
     max_age = config.sync.max_age
+    restore_pending = pending_marker(config.home).exists()
     rows = []
     for log in logstore.list_logs(conn):
         sync = conn.execute(
@@ -97,6 +100,7 @@ def status_rows(
                 "policy": None if check is None or policy is None else format_policy(policy),
                 "stale": check is not None and (attested is None or now - attested > max_age),
                 "out_of_date": followed and (sync[1] is None or now - sync[1] > max_age),
+                "restore_pending": bool(log.own) and restore_pending,
                 "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
             }
         )
@@ -125,6 +129,10 @@ def row_problems(row: dict[str, Any], max_age: float) -> list[tuple[int, str]]:
     origin = row["origin"]
     if row["halted"]:
         problems.append((CRITICAL, f"{origin}: halted by evidence"))
+    if row.get("restore_pending"):
+        problems.append(
+            (CRITICAL, f"{origin}: restored from a backup; run 'hashfed recover' to append again")
+        )
     if row["failures"]:
         problems.append(
             (CRITICAL, f"{origin}: sync failing ({row['failures']} in a row: {row['last_error']})")

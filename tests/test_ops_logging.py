@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from hashfed.node.adminapi import ensure_admin_token
 from hashfed.node.config import write_config
+from hashfed.node.home import ensure_admin_token
 from hashfed.protocol.session import sign_session_request
 from hashfed.protocol.tiles import log_prefix
 from prodhelpers import free_port, http, json_lines, serving

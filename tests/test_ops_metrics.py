@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hashfed.node.adminapi import ensure_admin_token
 from hashfed.node.config import CasesConfig, write_config
+from hashfed.node.home import ensure_admin_token
 from prodhelpers import free_port, http, json_lines, serving
 from prometheus_client.parser import text_string_to_metric_families
 from synchelpers import allow, make_node, origin_of, pdq_hashes, publish, trust, use

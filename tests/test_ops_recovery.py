@@ -108,6 +108,8 @@ async def test_restored_publisher_refuses_to_fork_then_resumes_after_the_missing
         home = tmp_path / "p-restored"
         result = cli(home, "restore", str(backup_dir))
         assert result.exit_code == 0, result.output
+        result = cli(home, "status")
+        assert result.exit_code == 2 and "restored from a backup" in result.output.split("\n")[0]
         restored = open_node(home)
         assert size_of(restored, P) == 3
         with pytest.raises(ForkRefused, match="restored from a backup"):
@@ -136,6 +138,7 @@ async def test_restored_publisher_refuses_to_fork_then_resumes_after_the_missing
 
         restored = open_node(home)
         assert bank_state(restored, P) == bank_state(q, P)
+        assert "restored from a backup" not in cli(home, "status").output
         publish(restored, 1, seed=4)  # it appends again, on top of size 5
         assert size_of(restored, P) == 6
         async with serve(restored) as new_url:
