@@ -24,16 +24,20 @@ app has metrics (node/metrics.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from hashfed.node.api import API_CLIENT_KEY
+from hashfed.node.auth import request_peer
 from hashfed.node.metrics import METRICS_KEY
 
 log = logging.getLogger("hashfed.access")
 
 UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499  # the client went away before the answer (nginx's convention)
 CASE_ROUTE_PREFIX = "/v1/cases"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,9 +61,6 @@ def is_case_route(route: str) -> bool:
 
 
 def _caller(request: web.Request) -> str | None:
-    from hashfed.node.api import API_CLIENT_KEY
-    from hashfed.node.auth import request_peer
-
     peer = request_peer(request)
     if peer is not None:
         return peer.name
@@ -105,6 +106,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
     except web.HTTPException as exc:
         _record(request, exc.status, started)
+        raise
+    except asyncio.CancelledError:
+        _record(request, CLIENT_CLOSED, started)
         raise
     except BaseException:
         _record(request, 500, started)

@@ -14,9 +14,10 @@ cases and checking PINs are rate limited per client address (in memory only:
 no address is ever stored), and each case locks itself after too many wrong
 PINs (node/cases.py).
 
-The case number travels in the URL path, so :class:`RedactingAccessLogger`
-replaces it in the access log; a reverse proxy in front of the node must not
-log paths under ``/v1/cases/`` either (see the README).
+The case number travels in the URL path, so ``hashfed serve``'s access log
+(node/accesslog.py) names routes, never paths; a reverse proxy in front of the
+node must not log paths under ``/v1/cases/`` either (see the README).
+:class:`RedactingAccessLogger` is kept for apps run with aiohttp's own access log.
 """
 
 from __future__ import annotations
@@ -480,4 +481,4 @@ class RedactingAccessLogger(AccessLogger):
 
 
 ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
-"""The access_log_class ``hashfed serve`` passes to run_app."""
+"""An access_log_class for run_app, for apps that use aiohttp's access log."""

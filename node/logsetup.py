@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -75,8 +75,3 @@ def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> lo
     # aiohttp's own access logger would log raw paths (case numbers): ours replaces it.
     logging.getLogger("aiohttp.access").disabled = True
     return handler
-
-
-def event(logger: logging.Logger, name: str, message: str, *args: Any, **fields: Any) -> None:
-    """Logs message at INFO with ``event=name`` and fields as structured extras."""
-    logger.info(message, *args, extra={"event": name, **fields})

@@ -36,6 +36,7 @@ from importlib import metadata
 
 from aiohttp import web
 from hashfed.node.config import NodeConfig
+from hashfed.node.health import status_rows
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -143,8 +144,6 @@ class NodeCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        from hashfed.node.health import status_rows
-
         rows = status_rows(self.conn, self.config, self.clock())
         families = {
             "size": GaugeMetricFamily(
