@@ -136,11 +136,14 @@ class LogConfig:
 class MetricsConfig:
     """The ``[metrics]`` section: Prometheus ``GET /metrics`` and the admin ``GET /v1/status``.
 
-    When enabled, both are served on the main port to holders of the admin token
-    (``keys/admin.token``) only, never to peers (node/metrics.py).
+    When enabled, both are served to holders of the admin token (``keys/admin.token``)
+    only, never to peers (node/adminapi.py): on the main port, or, with listen set, on
+    a separate admin listener at listen:port (and then not on the main port).
     """
 
     enabled: bool = True
+    listen: str = ""
+    port: int = 9470
 
 
 @dataclass(frozen=True)
@@ -478,8 +481,11 @@ def _log_toml(log: LogConfig, metrics: MetricsConfig) -> str:
         "\n"
         "[metrics]\n"
         "# Serve Prometheus metrics (GET /metrics) and origin health (GET /v1/status) on the\n"
-        "# main port, to holders of keys/admin.token only (never to peers).\n"
+        "# main port, to holders of keys/admin.token only (never to peers). With listen set,\n"
+        "# serve them on a separate admin listener at listen:port instead of the main port.\n"
         f"enabled = {flag[metrics.enabled]}\n"
+        f"listen = {_toml_string(metrics.listen)}\n"
+        f"port = {metrics.port}\n"
     )
 
 
@@ -500,4 +506,8 @@ def _log_config(path: Path, section: dict[str, Any]) -> LogConfig:
 def _metrics_config(path: Path, section: dict[str, Any]) -> MetricsConfig:
     d = MetricsConfig()
     enabled = _bool(path, "[metrics] enabled", section.get("enabled", d.enabled))
-    return MetricsConfig(enabled=enabled)
+    listen = _string(path, "[metrics] listen", section.get("listen", d.listen))
+    if any(c.isspace() for c in listen):
+        raise NodeError(f"{path}: [metrics] listen must be a host name or address, not {listen!r}")
+    port = _integer(path, "[metrics] port", section.get("port", d.port), 0, 65535)
+    return MetricsConfig(enabled, listen, port)

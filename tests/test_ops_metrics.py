@@ -3,6 +3,7 @@ a sync, a match and a case, and read with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -155,3 +156,33 @@ def test_scrape_after_a_sync_a_match_and_a_case(tmp_path: Path) -> None:
     }
     used = set(re.findall(r"\bhashfed_[a-z_]+", RULES.read_text()))
     assert used and used <= seen, used - seen
+
+
+async def test_a_separate_admin_listener_serves_metrics_and_the_main_port_does_not(
+    tmp_path: Path,
+) -> None:
+    from hashfed.node.adminapi import setup_admin
+    from hashfed.node.config import MetricsConfig, ServerConfig
+    from hashfed.node.db import open_database
+    from hashfed.node.home import ensure_admin_token as admin_token
+    from hashfed.node.server import create_app
+    from synchelpers import run_app
+
+    node = make_node(tmp_path, "n")
+    admin_port = free_port()
+    config = replace(node.config, metrics=MetricsConfig(listen="127.0.0.1", port=admin_port))
+    token = admin_token(config.home)
+    db = open_database(config.database)
+    app = create_app(db.conn, config.origin, ServerConfig())
+    setup_admin(app, db.conn, config, token)
+    bearer = {"Authorization": "Bearer " + token}
+    async with run_app(app) as url:
+        admin = f"http://127.0.0.1:{admin_port}"
+        status, body = await asyncio.to_thread(http, "GET", admin + "/metrics", bearer)
+        assert status == 200 and b"hashfed_log_size{" in body
+        assert (await asyncio.to_thread(http, "GET", admin + "/metrics"))[0] == 401
+        status, body = await asyncio.to_thread(http, "GET", admin + "/v1/status", bearer)
+        assert status == 200 and json.loads(body)["state"] == "OK"
+        assert (await asyncio.to_thread(http, "GET", url + "/metrics", bearer))[0] == 401
+    db.conn.close()
+    node.close()
