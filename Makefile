@@ -45,9 +45,10 @@ $(PROMTOOL):
 		|| { apt-get update && apt-get download prometheus; }; } \
 		&& dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb
 
+APT_INSTALL := apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends
 tools: $(PROMTOOL)
-	-command -v systemd-analyze >/dev/null \
-		|| apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends systemd
+	-command -v systemd-analyze >/dev/null || $(APT_INSTALL) systemd \
+		|| { apt-get update && $(APT_INSTALL) systemd; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
