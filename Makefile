@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv
+.PHONY: all run test bench lint clean venv tools
 
 all: test
 
@@ -40,8 +40,23 @@ venv: $(STAMP) $(WARM)
 run: $(STAMP) $(WARM)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP) $(WARM)
+test: $(STAMP) $(WARM) tools
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Operations tests: promtool (from Debian's prometheus package, unpacked, its daemon
+# never installed or started) checks docs/alerts.yml; systemd-analyze checks the unit.
+# If either cannot be had, its test skips and says why.
+PROMTOOL := build/tools/usr/bin/promtool
+$(PROMTOOL):
+	mkdir -p build/tools
+	-cd build/tools && { apt-get download prometheus 2>/dev/null \
+		|| { apt-get update && apt-get download prometheus; }; } \
+		&& dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb
+
+APT_INSTALL := apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends
+tools: $(PROMTOOL)
+	-command -v systemd-analyze >/dev/null || $(APT_INSTALL) systemd \
+		|| { apt-get update && $(APT_INSTALL) systemd; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -32,12 +32,14 @@ import asyncio
 import hmac
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH, request_peer
 from hashfed.node.bankindex import KINDS, BankIndex, parse_hash
+from hashfed.node.metrics import app_metrics
 from hashfed.node.readiness import RETRY_AFTER
 
 MATCH_PATH = "/v1/match"
@@ -167,8 +169,22 @@ def parse_batch(body: bytes) -> list[tuple[str, str, bytes]]:
     return out
 
 
+MATCH_HIT_KEY = web.RequestKey("hashfed_match_hit", bool)
+
+
 async def match_handler(request: web.Request) -> web.Response:
-    """Answers ``POST /v1/match`` (see the module docstring)."""
+    """Answers ``POST /v1/match`` (see the module docstring), timed for the metrics."""
+    started = time.perf_counter()
+    response = await _match(request)
+    metrics = app_metrics(request.app)
+    if metrics is not None:
+        hit = request.get(MATCH_HIT_KEY, False)
+        result = "error" if response.status >= 400 else "hit" if hit else "miss"
+        metrics.observe_match(result, time.perf_counter() - started)
+    return response
+
+
+async def _match(request: web.Request) -> web.Response:
     peer = request_peer(request)
     if peer is None and not request.get(API_CLIENT_KEY, False):
         return _error(401, "authentication required: the local API token or a peer session")
@@ -205,6 +221,7 @@ async def match_handler(request: web.Request) -> web.Response:
                     for r in rows[:MAX_MATCHES]
                 ],
             }
+    request[MATCH_HIT_KEY] = any(r["matches"] for r in results)
     return web.json_response({"results": results}, headers={"Cache-Control": "no-store"})
 
 

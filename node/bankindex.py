@@ -190,6 +190,7 @@ class BankIndex:
         self._logs: dict[int, str] = {}  # applied log id -> origin
         self._sizes: dict[int, int] = {}  # applied log id -> log size indexed up to
         self._lock = threading.Lock()
+        self.load_seconds: float | None = None  # how long load() took (a metric)
 
     # -- loading ------------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ cases and checking PINs are rate limited per client address (in memory only:
 no address is ever stored), and each case locks itself after too many wrong
 PINs (node/cases.py).
 
-The case number travels in the URL path, so :class:`RedactingAccessLogger`
-replaces it in the access log; a reverse proxy in front of the node must not
-log paths under ``/v1/cases/`` either (see the README).
+The case number travels in the URL path, so ``hashfed serve``'s access log
+(node/accesslog.py) names routes, never paths; a reverse proxy in front of the
+node must not log paths under ``/v1/cases/`` either (see the README).
+:class:`RedactingAccessLogger` is kept for apps run with aiohttp's own access log.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from hashfed.node.cases import (
 from hashfed.node.config import CasesConfig
 from hashfed.node.home import Node
 from hashfed.node.mailer import MailError, check_address, send_case_number
+from hashfed.node.metrics import app_metrics
 
 log = logging.getLogger("hashfed.cases")
 
@@ -277,7 +279,10 @@ def _opened_json(opened: OpenedCase, email_sent: bool | None) -> dict[str, Any]:
 async def open_case(request: web.Request) -> web.Response:
     api = request.app[CASE_API]
     wait = api.take_opening(request)
+    metrics = app_metrics(request.app)
     if wait:
+        if metrics is not None:
+            metrics.case_rate_limited.labels("opening").inc()
         return _too_many(wait, "cases opened")
     try:
         data = await _json_body(request, required=True)
@@ -301,6 +306,8 @@ async def open_case(request: web.Request) -> web.Response:
         opened = await asyncio.to_thread(api.desk.open_case, hashes, pin)
     except InvalidCase as exc:
         return _error(400, str(exc))
+    if metrics is not None:
+        metrics.cases_opened.inc()
     email_sent = None
     if email is not None and api.send_mail is not None:
         try:
@@ -321,7 +328,10 @@ async def _pin_request(
     if "pin" in request.query or PIN_HEADER.lower() in (k.lower() for k in request.query):
         return _error(400, f"never put the PIN in the URL; send it in the {PIN_HEADER} header")
     wait = api.guessing.take(api.client(request))
+    metrics = app_metrics(request.app)
     if wait:
+        if metrics is not None:
+            metrics.case_rate_limited.labels("pin_check").inc()
         return _too_many(wait, "PIN checks")
     pin = request.headers.get(PIN_HEADER)
     try:
@@ -338,6 +348,8 @@ async def _pin_request(
     except CaseNotFound as exc:
         return _error(404, str(exc))
     except CaseLocked as exc:
+        if metrics is not None:
+            metrics.case_lockouts.inc()
         return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
     except CaseClosed as exc:
         return _error(409, str(exc))
@@ -355,7 +367,12 @@ async def case_status_post(request: web.Request) -> web.Response:
 
 
 async def case_withdraw(request: web.Request) -> web.Response:
-    return await _pin_request(request, request.app[CASE_API].desk.withdraw, body_allowed=True)
+    response = await _pin_request(request, request.app[CASE_API].desk.withdraw, body_allowed=True)
+    if response.status == 200:
+        metrics = app_metrics(request.app)
+        if metrics is not None:
+            metrics.cases_withdrawn.inc()
+    return response
 
 
 async def no_new_hashes(request: web.Request) -> web.Response:
@@ -464,4 +481,4 @@ class RedactingAccessLogger(AccessLogger):
 
 
 ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
-"""The access_log_class ``hashfed serve`` passes to run_app."""
+"""An access_log_class for run_app, for apps that use aiohttp's access log."""

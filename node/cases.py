@@ -483,7 +483,13 @@ class CaseDesk:
             )
             if state == "pending":
                 self._pending_since[case_id] = now
-        log.info("case desk: case %s opened with %d hashes (%s)", case_id, len(hashes), state)
+        log.info(
+            "case desk: case %s opened with %d hashes (%s)",
+            case_id,
+            len(hashes),
+            state,
+            extra={"event": "case_opened", "hashes": len(hashes), "state": state},
+        )
         return OpenedCase(case_id, format_case_number(raw), generated, state, len(hashes), opened)
 
     def status(self, number: str, pin: str) -> CaseStatus:
@@ -510,7 +516,7 @@ class CaseDesk:
                 )
             if state != "withdrawn":
                 self._withdraw(case_id)
-                log.info("case desk: case %s withdrawn", case_id)
+                log.info("case desk: case %s withdrawn", case_id, extra={"event": "case_withdrawn"})
             return self._status(conn, case_id)
 
     # -- the operator's side ----------------------------------------------------------
@@ -638,6 +644,7 @@ class CaseDesk:
             len(items),
             len(cases),
             result.first_index,
+            extra={"event": "cases_published", "hashes": len(items), "cases": len(cases)},
         )
         return BatchResult(len(items), len(cases), result.first_index, self._log_time)
 

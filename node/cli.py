@@ -23,6 +23,9 @@ DEFAULT_HOME = "hashfed-node"
 # The subcommands, each imported only when it runs: importing them all (aiohttp,
 # numba, Pillow...) would cost every command most of a second.
 LAZY_COMMANDS = {
+    "backup": "hashfed.node.cli_ops:backup_command",
+    "recover": "hashfed.node.cli_ops:recover_command",
+    "restore": "hashfed.node.cli_ops:restore_command",
     "case": "hashfed.node.cli_case:case_group",
     "cases": "hashfed.node.cli_case:cases_group",
     "evidence": "hashfed.node.cli_witness:evidence_group",
@@ -30,6 +33,7 @@ LAZY_COMMANDS = {
     "hash": "hashfed.node.cli_hash:hash_command",
     "log": "hashfed.node.cli_log:log_group",
     "match": "hashfed.node.cli_match:match_command",
+    "migrate": "hashfed.node.cli_ops:migrate_command",
     "peers": "hashfed.node.cli_peers:peers_group",
     "policy": "hashfed.node.cli_witness:policy_group",
     "publish": "hashfed.node.cli_log:publish_command",

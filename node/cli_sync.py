@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,14 +12,19 @@ from typing import Any
 
 import click
 import sqlite_utils
-from hashfed.node import logstore, peers
+from hashfed.node import logstore
 from hashfed.node.config import NodeConfig
+from hashfed.node.errors import NodeError
+from hashfed.node.health import UNKNOWN, assess, row_problems, status_rows
 from hashfed.node.home import Node, open_node
+from hashfed.node.logsetup import log_options
 from hashfed.node.output import emit, output_options
-from hashfed.node.policyfile import load_policy, quorum_check
+from hashfed.node.policyfile import load_policy
 from hashfed.node.syncer import Outcome, sync_node
-from hashfed.node.witnesspush import push_checkpoint
+from hashfed.node.witnesspush import log_push, push_checkpoint
+from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.policy import format_policy
+from hashfed.signing.errors import SigningError
 from hashfed.sync.engine import Progress
 
 
@@ -83,7 +87,8 @@ def sync_command(
 
     Each checkpoint's signature, its consistency with every checkpoint this node
     holds, the inclusion of every entry and every record are checked before
-    anything is applied. Exits 1 if any origin could not be synced.
+    anything is applied. Exits 1 if any origin could not be synced (no peer could
+    serve it), or applied nothing because its witness quorum was missing.
 
     \b
     Example:
@@ -108,77 +113,49 @@ def sync_command(
                 click.echo(f"{row['origin']}: {note}", err=True)
             for error in row["errors"]:  # also from peers tried before one that worked
                 click.echo(f"{row['origin']}: {error}", err=True)
-    if not all(o.ok for o in outcomes):
+    waiting = [
+        o.origin
+        for o in outcomes
+        if o.result is not None and o.result.status == "awaiting-quorum" and not o.result.applied
+    ]
+    for name in waiting:
+        click.echo(f"{name}: nothing applied: no checkpoint with the witness quorum", err=True)
+    if waiting or not all(o.ok for o in outcomes):
         sys.exit(1)
 
 
 def _status_rows(node: Node, now: int | None = None) -> list[dict[str, Any]]:
-    conn = node.db.conn
-    roles = {t.origin: t.role for t in peers.list_trust(conn)}
-    now = int(time.time()) if now is None else now
-    policy = load_policy(node.config.home)
-    rows = []
-    for log in logstore.list_logs(conn):
-        sync = conn.execute(
-            "SELECT last_attempt, last_success, last_peer, last_error, failures, peer_size"
-            " FROM sync_state WHERE log_id = ?",
-            (log.id,),
-        ).fetchone() or (None, None, None, None, 0, None)
-        evidence = (
-            conn.execute(
-                "SELECT found, detail, text FROM evidence WHERE log_id = ? ORDER BY id", (log.id,)
-            ).fetchall()
-            + conn.execute(
-                "SELECT found, detail, text FROM witness_evidence WHERE origin = ? ORDER BY id",
-                (log.origin,),
-            ).fetchall()
-        )
-        check = quorum_check(policy, log.origin, lambda: now)
-        if log.own and (policy is None or not any(w.url for w in policy.witnesses)):
-            check = None  # an own log carries cosignatures only if the node pushes to witnesses
-        met, attested = check(log.checkpoint) if check and log.checkpoint else (False, None)
-        flagged = conn.execute("SELECT count(*) FROM flags WHERE log_id = ?", (log.id,)).fetchone()[
-            0
-        ]
-        halted = conn.execute("SELECT halted FROM logs WHERE id = ?", (log.id,)).fetchone()[0]
-        feedback = conn.execute(
-            "SELECT count(*) FROM feedback WHERE target_origin = ?", (log.origin,)
-        ).fetchone()[0]
-        rows.append(
-            {
-                "origin": log.origin,
-                "role": "own" if log.own else roles.get(log.origin, "untrusted"),
-                "size": log.size,
-                "root": log.root.hex(),
-                "checkpoint": log.checkpoint,
-                "last_sync": sync[1],
-                "lag_seconds": None if log.own or sync[1] is None else now - sync[1],
-                # Entries a peer has offered (in a verified checkpoint) beyond ours.
-                "lag_entries": None if log.own or sync[5] is None else max(0, sync[5] - log.size),
-                "last_peer": sync[2],
-                "last_error": sync[3],
-                "failures": sync[4],
-                "flagged": flagged,
-                "feedback": feedback,
-                "halted": bool(halted) or bool(evidence),
-                "witnessed": None if check is None else met,
-                "attested": attested,
-                "age_seconds": None if attested is None else now - attested,
-                "policy": None if check is None or policy is None else format_policy(policy),
-                "stale": check is not None
-                and (attested is None or now - attested > node.config.sync.max_age),
-                "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
-            }
-        )
-    return rows
+    return status_rows(node.db.conn, node.config, now)
 
 
-@click.command("status")
+class _NagiosCommand(click.Command):
+    """A command whose failures exit 3 (UNKNOWN) rather than click's 1 or 2, so that a
+    monitoring system never reads "the node could not be read" as a WARNING."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if exc.exit_code == UNKNOWN:
+                raise
+            raise _Unknown(exc.format_message()) from None
+        except (NodeError, ProtocolError, SigningError, OSError) as exc:
+            raise _Unknown(str(exc)) from None
+
+
+class _Unknown(click.ClickException):
+    exit_code = UNKNOWN
+
+    def format_message(self) -> str:
+        return f"HASHFED UNKNOWN: {self.message}"
+
+
+@click.command("status", cls=_NagiosCommand)
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit 2 if a log covered by the witness policy has no checkpoint with the quorum "
-    "newer than [sync] max_age.",
+    hidden=True,
+    help="Accepted for compatibility: staleness is always CRITICAL now.",
 )
 @output_options
 @click.pass_obj
@@ -186,11 +163,14 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
     """Show each log: size, last sync, lag, peer, errors, flagged entries, feedback, evidence,
     and how fresh its newest checkpoint that meets the witness policy is.
 
+    The first line is a verdict for monitoring (a Nagios plugin): it exits 0 (OK),
+    1 (WARNING: flagged entries), 2 (CRITICAL: an origin halted by evidence, its sync
+    failing, or not synced, or not cosigned by the witness quorum, within [sync]
+    max_age) or 3 (UNKNOWN: the node could not be read). With --json or --csv the
+    rows go to stdout and the verdict to stderr.
+
     feedback counts the feedback records this node holds about entries of that log;
     age_seconds is how long ago the policy's quorum of witnesses last cosigned it.
-
-    Exits 1 if any origin is halted by evidence of equivocation; with --check,
-    exits 2 if a log's witnessed checkpoint is older than [sync] max_age.
 
     \b
     Example:
@@ -200,7 +180,9 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
         rows = _status_rows(node)
         policy = load_policy(node.config.home)
         max_age = node.config.sync.max_age
+    verdict = assess(rows, max_age)
     if fmt == "table":
+        click.echo(verdict.line())
         for row in rows:
             row["evidence_count"] = len(row["evidence"])
             row["root_prefix"] = row["root"][:12]
@@ -238,6 +220,9 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
             for item in row["evidence"]:
                 click.echo(f"\nEVIDENCE for {row['origin']}: {item['detail']}\n{item['text']}")
     else:
+        click.echo(verdict.line(), err=True)
+        for row in rows:
+            row["problems"] = [reason for _, reason in row_problems(row, max_age)]
         emit(
             rows,
             fmt,
@@ -259,19 +244,10 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
                 "attested",
                 "age_seconds",
                 "stale",
+                "out_of_date",
             ],
         )
-    for row in rows:
-        if row["stale"]:
-            click.echo(
-                f"WARNING: {row['origin']}: no checkpoint with the witness quorum newer than "
-                f"{max_age:g} s (last: {row['age_seconds']} s ago)",
-                err=True,
-            )
-    if any(row["halted"] for row in rows):
-        sys.exit(1)
-    if check and any(row["stale"] for row in rows):
-        sys.exit(2)
+    sys.exit(verdict.code)
 
 
 async def witness_loop(
@@ -293,8 +269,7 @@ async def witness_loop(
             policy = load_policy(config.home)
             if policy is not None and any(w.url for w in policy.witnesses):
                 report = await push_checkpoint(db, config.origin, policy)
-                for name, error in report.errors.items():
-                    logging.getLogger("hashfed.witness").warning("witness %s: %s", name, error)
+                log_push(report)
             pushed_size, since = size, 0.0
         await sleep(step)
         since += step
@@ -305,9 +280,16 @@ async def witness_loop(
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default from hashfed.toml).")
 @click.option("--interval", type=click.FloatRange(min=1), help="Seconds between background syncs.")
 @click.option("--no-sync", is_flag=True, help="Serve only; do not sync in the background.")
+@log_options
 @click.pass_obj
 def serve_command(
-    home: Path, listen: str | None, port: int | None, interval: float | None, no_sync: bool
+    home: Path,
+    listen: str | None,
+    port: int | None,
+    interval: float | None,
+    no_sync: bool,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
 
@@ -328,7 +310,8 @@ def serve_command(
     # no other command of this module loads.
     from hashfed.node.serving import ServeOptions, exit_now, serve
 
-    serve(home, ServeOptions(listen, port, interval, no_sync), announce=_announce)
+    options = ServeOptions(listen, port, interval, no_sync, log_level, log_format)
+    serve(home, options, announce=_announce)
     exit_now()
 
 

@@ -116,6 +116,36 @@ class MatchConfig:
     thresholds: dict[str, int] = field(default_factory=dict)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The ``[log]`` section: what long-running commands (``hashfed serve``) log, to stderr.
+
+    level is one of :data:`LOG_LEVELS`; format is ``text`` (one readable line per
+    event) or ``json`` (one JSON object per line, for a log shipper). See node/logsetup.py.
+    """
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``[metrics]`` section: Prometheus ``GET /metrics`` and the admin ``GET /v1/status``.
+
+    When enabled, both are served to holders of the admin token (``keys/admin.token``)
+    only, never to peers (node/adminapi.py): on the main port, or, with listen set, on
+    a separate admin listener at listen:port (and then not on the main port).
+    """
+
+    enabled: bool = True
+    listen: str = ""
+    port: int = 9470
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """What ``hashfed.toml`` says about a node."""
@@ -128,6 +158,8 @@ class NodeConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     cases: CasesConfig = field(default_factory=CasesConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def database(self) -> Path:
@@ -212,6 +244,7 @@ def write_config(config: NodeConfig) -> None:
         f"max_age = {_toml_number(sync.max_age)}\n"
         + _cases_toml(config.cases)
         + _match_toml(config.match)
+        + _log_toml(config.log, config.metrics)
     )
     path = config.home / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -247,6 +280,8 @@ def load_config(home: Path) -> NodeConfig:
         sync=_sync_config(path, _section(path, data, "sync", SyncConfig)),
         cases=_cases_config(path, _section(path, data, "cases", CasesConfig)),
         match=_match_config(path, _section(path, data, "match", MatchConfig)),
+        log=_log_config(path, _section(path, data, "log", LogConfig)),
+        metrics=_metrics_config(path, _section(path, data, "metrics", MetricsConfig)),
     )
 
 
@@ -432,3 +467,47 @@ def _cases_config(path: Path, section: dict[str, Any]) -> CasesConfig:
             f"{path}: [cases] smtp_from must be the sender's address when smtp_host is set"
         )
     return config
+
+
+def _log_toml(log: LogConfig, metrics: MetricsConfig) -> str:
+    flag = {True: "true", False: "false"}
+    return (
+        "\n"
+        "[log]\n"
+        "# What 'hashfed serve' logs to stderr: level (debug, info, warning, error) and\n"
+        "# format (text, or json: one object per line). --log-level/--log-format override.\n"
+        f"level = {_toml_string(log.level)}\n"
+        f"format = {_toml_string(log.format)}\n"
+        "\n"
+        "[metrics]\n"
+        "# Serve Prometheus metrics (GET /metrics) and origin health (GET /v1/status) on the\n"
+        "# main port, to holders of keys/admin.token only (never to peers). With listen set,\n"
+        "# serve them on a separate admin listener at listen:port instead of the main port.\n"
+        f"enabled = {flag[metrics.enabled]}\n"
+        f"listen = {_toml_string(metrics.listen)}\n"
+        f"port = {metrics.port}\n"
+    )
+
+
+def _choice(path: Path, where: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise NodeError(f"{path}: {where} must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
+
+
+def _log_config(path: Path, section: dict[str, Any]) -> LogConfig:
+    d = LogConfig()
+    return LogConfig(
+        level=_choice(path, "[log] level", section.get("level", d.level), LOG_LEVELS),
+        format=_choice(path, "[log] format", section.get("format", d.format), LOG_FORMATS),
+    )
+
+
+def _metrics_config(path: Path, section: dict[str, Any]) -> MetricsConfig:
+    d = MetricsConfig()
+    enabled = _bool(path, "[metrics] enabled", section.get("enabled", d.enabled))
+    listen = _string(path, "[metrics] listen", section.get("listen", d.listen))
+    if any(c.isspace() for c in listen):
+        raise NodeError(f"{path}: [metrics] listen must be a host name or address, not {listen!r}")
+    port = _integer(path, "[metrics] port", section.get("port", d.port), 0, 65535)
+    return MetricsConfig(enabled, listen, port)

@@ -31,6 +31,9 @@ from hashfed.signing.keys import (
 API_TOKEN_FILE = Path("keys") / "api.token"
 """The local API token (``Authorization: Bearer`` for ``POST /v1/match``), beside the keys."""
 
+ADMIN_TOKEN_FILE = Path("keys") / "admin.token"
+"""The admin token, for ``GET /metrics`` and ``GET /v1/status`` (node/adminapi.py)."""
+
 
 def witness_name(origin: str) -> str:
     """Returns the name of a node's cosigning key: its origin with ``/witness`` appended."""
@@ -42,6 +45,15 @@ def ensure_witness_key(config: NodeConfig) -> None:
     skey, _ = generate_key(witness_name(config.origin), ALG_COSIGNATURE_V1)
     with contextlib.suppress(FileExistsError):
         write_key_file(config.witness_key, skey + "\n")
+
+
+def ensure_admin_token(home: Path) -> str:
+    """Returns the node's admin token, first creating ``keys/admin.token`` (32 random
+    bytes, base64url, mode 0600) if the node has none."""
+    path = home / ADMIN_TOKEN_FILE
+    with contextlib.suppress(FileExistsError):
+        write_key_file(path, secrets.token_urlsafe(32) + "\n")
+    return read_key_file(path).strip()
 
 
 def ensure_api_token(home: Path) -> str:
@@ -105,6 +117,7 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     write_key_file(config.peer_key, peer_skey + "\n")
     ensure_witness_key(config)
     ensure_api_token(home)
+    ensure_admin_token(home)
     write_config(config)
     signer = parse_signer(skey)
     db = open_database(config.database)

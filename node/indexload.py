@@ -29,6 +29,7 @@ import shutil
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -184,6 +185,7 @@ class IndexLoader:
         bank, then builds the index in a daemon thread from the cached kernels, and
         returns it (also from :meth:`current` from then on). A failure stays in the
         readiness report and is raised."""
+        started = time.perf_counter()
         compiling = asyncio.create_task(warm_kernels())
         try:
             self.readiness.wait_for(self.PART, "reading the bank")
@@ -205,6 +207,7 @@ class IndexLoader:
                 compiling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await compiling
+        index.load_seconds = time.perf_counter() - started
         self._index = index
         self.readiness.ready(self.PART)
         return index

@@ -321,6 +321,7 @@ class OwnLog:
     # -- the signed head --------------------------------------------------------------
 
     def _check_head(self, conn: sqlite3.Connection, log: logstore.LogRow) -> None:
+        check_not_pending(self._head_file)  # restored, and not yet recovered from a mirror
         if not self._head_file.exists():
             raise ForkRefused(
                 f"{self._head_file} is missing, so this node cannot tell whether its database "
@@ -348,3 +349,23 @@ def write_signed_head(path: Path, note: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+RESTORE_PENDING = "restore-pending"
+"""The marker file, in the node directory, that blocks appends until recovery ran."""
+
+
+def pending_marker(home: Path) -> Path:
+    """Returns the path of the restore-pending marker of the node in home."""
+    return home / RESTORE_PENDING
+
+
+def check_not_pending(head_file: Path) -> None:
+    """Raises ForkRefused if the node beside head_file was restored and not yet recovered."""
+    marker = pending_marker(head_file.parent)
+    if marker.exists():
+        raise ForkRefused(
+            "this node was restored from a backup and may have signed more than the backup "
+            "holds; run 'hashfed recover --from PEER' (a partner that mirrors this log) "
+            "before appending. " + marker.read_text().strip()
+        )

@@ -31,11 +31,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from hashfed.node import logstore, peers
+from hashfed.node import accesslog, logstore, peers
 from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
+from hashfed.node.metrics import METRICS_KEY, Metrics
 from hashfed.node.readiness import Readiness, setup_health
 from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
@@ -330,6 +331,8 @@ def create_app(
     app = web.Application(
         client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
     )
+    app[METRICS_KEY] = Metrics()
+    accesslog.install(app)  # first: it logs and counts every answer (node/accesslog.py)
     directory = LogDirectory(conn, config.public_logs)
     app[DIRECTORY] = directory
 

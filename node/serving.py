@@ -37,15 +37,17 @@ from types import FrameType
 from typing import NoReturn
 
 from aiohttp import web
-from hashfed.node.auth import ACCESS_LOG_FORMAT
+from hashfed.node import servicelog
+from hashfed.node.adminapi import setup_admin
 from hashfed.node.bankindex import BankIndex, refresh_loop
-from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
+from hashfed.node.caseapi import serve_cases
 from hashfed.node.cli_sync import witness_loop
 from hashfed.node.config import ServerConfig, load_config
 from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
-from hashfed.node.home import Node, open_node
+from hashfed.node.home import Node, ensure_admin_token, open_node
 from hashfed.node.indexload import IndexLoader, use_node_cache
+from hashfed.node.logsetup import start_logging
 from hashfed.node.readiness import Readiness
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop
@@ -73,6 +75,8 @@ class ServeOptions:
     port: int | None = None
     interval: float | None = None
     no_sync: bool = False
+    log_level: str | None = None
+    log_format: str | None = None
 
 
 Announce = Callable[[str], None]
@@ -131,6 +135,7 @@ def _open(home: Path, options: ServeOptions) -> tuple[Node, ServerConfig]:
     except sqlite3.Error as exc:
         raise ServeError(f"cannot open the database {load_config(home).database}: {exc}") from None
     config = node.config
+    start_logging(config.log, options.log_level, options.log_format)
     server = replace(
         config.server,
         listen=options.listen if options.listen is not None else config.server.listen,
@@ -210,8 +215,11 @@ async def _serve(
         witness=Witness(witness_db, node.witness_signer(), lambda: int(time.time())),
         readiness=readiness,
     )
+    if config.metrics.enabled:
+        setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
+        servicelog.observe_sync_round(app, outcomes)
         index = loader.current()
         for outcome in outcomes or []:
             if index is not None and outcome.result is not None:
@@ -232,8 +240,7 @@ async def _serve(
         serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
     runner = web.AppRunner(
         app,
-        access_log_format=ACCESS_LOG_FORMAT,
-        access_log_class=RedactingAccessLogger,
+        access_log=None,  # node/accesslog.py logs every request, by route name
         shutdown_timeout=SHUTDOWN_GRACE,
     )
     await runner.setup()
@@ -247,6 +254,7 @@ async def _serve(
         on_bound(announce, config.origin, _url(tls is not None, runner.addresses, server))
         matching = asyncio.create_task(_match_index(loader, read_db.conn, announce))
         await stopping.wait()
+        await servicelog.stopping(config.origin)
     finally:
         if matching is not None:
             await _cancel([matching])
@@ -257,6 +265,7 @@ def on_bound(announce: Announce, origin: str, url: str) -> None:
     """on_bound runs once the port is bound and ``GET /healthz`` answers: the one
     place to tell the operator (and a service manager) that the node is up."""
     announce(f"serving {origin} on {url}")
+    servicelog.ready(origin, url)
 
 
 async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: Announce) -> None:

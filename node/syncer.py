@@ -80,6 +80,7 @@ async def sync_node(
                 quorum_check(witness_policy, log.origin, clock),
             )
             outcome = Outcome(log.origin, errors=[])
+            started = time.perf_counter()
             for fetcher in fetchers:
                 report = progress(log.origin, fetcher.name) if progress else None
                 try:
@@ -98,7 +99,42 @@ async def sync_node(
                 if result.status not in ("peer-behind", "awaiting-quorum"):
                     break  # else another peer may have a newer (or cosigned) checkpoint
             outcomes.append(outcome)
+            log_round(outcome, time.perf_counter() - started)
     return outcomes
+
+
+def log_round(outcome: Outcome, seconds: float) -> None:
+    """Logs one line for the sync of one origin: from and to sizes, applied, flagged,
+    peer, duration and the error (INFO when it worked, WARNING when it did not)."""
+    result = outcome.result
+    error = "; ".join(outcome.errors or []) or None
+    fields = {
+        "event": "sync",
+        "origin": outcome.origin,
+        "peer": result.peer if result else None,
+        "status": result.status if result else "failed",
+        "from_size": result.old_size if result else None,
+        "to_size": result.new_size if result else None,
+        "applied": result.applied if result else 0,
+        "flagged": result.flagged if result else 0,
+        "duration": round(seconds, 3),
+        "error": error,
+    }
+    if result is None:
+        log.warning("%s: sync failed after %.3fs: %s", outcome.origin, seconds, error, extra=fields)
+        return
+    log.info(
+        "%s: %s %d -> %d from %s; %d applied, %d flagged (%.3fs)",
+        outcome.origin,
+        result.status,
+        result.old_size,
+        result.new_size,
+        result.peer,
+        result.applied,
+        result.flagged,
+        seconds,
+        extra=fields,
+    )
 
 
 def next_delay(

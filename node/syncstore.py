@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -216,6 +217,12 @@ class SqliteSyncStore:
                 (log_id, self._clock(), detail, evidence.format()),
             )
             conn.execute("UPDATE logs SET halted = 1 WHERE id = ?", (log_id,))
+        logging.getLogger("hashfed.sync").error(
+            "evidence recorded against %s: %s",
+            origin,
+            detail,
+            extra={"event": "evidence", "origin": origin, "detail": detail},
+        )
         # A halted origin is never applied again: drop what was fetched of it.
         self.clear_staged(origin)
 

@@ -25,6 +25,7 @@ are C2SP tlog-cosignature/v1 lines by the node's witness key, a key of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -68,6 +69,27 @@ class Answer:
     content_type: str = "text/plain"
 
 
+log = logging.getLogger("hashfed.witness")
+
+
+def _log_answer(body: bytes, answer: Answer) -> None:
+    """Logs a cosignature (INFO) or a refusal (WARNING, with the one-line reason)."""
+    note = body.partition(b"\n\n")[2]
+    first = note.split(b"\n", 1)[0].decode("utf-8", "replace")[:200]
+    origin = "".join(c if c.isprintable() else "?" for c in first) or "?"
+    if answer.status == 200:
+        log.info("cosigned %s", origin, extra={"event": "cosigned", "origin": origin})
+        return
+    reason = answer.body.strip().splitlines()[0] if answer.body.strip() else ""
+    log.warning(
+        "refused %s: %d %s",
+        origin,
+        answer.status,
+        reason[:200],
+        extra={"event": "witness_refused", "origin": origin, "status": answer.status},
+    )
+
+
 def _origin_of(note: str) -> str:
     return note.split("\n", 1)[0]
 
@@ -89,11 +111,13 @@ class Witness:
         """Handles one add-checkpoint request body (safe to call from any thread)."""
         with self._lock:
             try:
-                return self._add_checkpoint(body)
+                answer = self._add_checkpoint(body)
             except sqlite3.OperationalError:
                 # The database stayed locked past busy_timeout (a long sync holds it):
                 # nothing was recorded, and the log may simply try again.
-                return Answer(503, "the witness is busy; retry shortly\n")
+                answer = Answer(503, "the witness is busy; retry shortly\n")
+        _log_answer(body, answer)
+        return answer
 
     def _add_checkpoint(self, body: bytes) -> Answer:
         try:
@@ -238,6 +262,12 @@ class Witness:
             conn.execute(
                 "INSERT INTO witness_evidence (origin, found, detail, text) VALUES (?, ?, ?, ?)",
                 (origin, self._clock(), detail, text),
+            )
+            log.error(
+                "evidence recorded against %s: %s",
+                origin,
+                detail,
+                extra={"event": "evidence", "origin": origin, "detail": detail},
             )
         # A node that also follows the origin applies nothing more from it.
         conn.execute("UPDATE logs SET halted = 1 WHERE origin = ? AND own = 0", (origin,))

@@ -13,6 +13,7 @@ mirror serves them onward.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -151,3 +152,25 @@ async def push_checkpoint(
                 cosigned = note + "".join(kept) + "".join(lines)
                 conn.execute("UPDATE logs SET checkpoint = ? WHERE id = ?", (cosigned, log.id))
     return report
+
+
+log = logging.getLogger("hashfed.witness")
+
+
+def log_push(report: PushReport) -> None:
+    """Logs what each witness answered to a push of this node's checkpoint."""
+    for name in report.cosigned:
+        log.info(
+            "pushed size %d: cosigned by %s",
+            report.size,
+            name,
+            extra={"event": "push", "witness": name, "size": report.size},
+        )
+    for name, error in report.errors.items():
+        log.warning(
+            "pushed size %d: witness %s: %s",
+            report.size,
+            name,
+            error,
+            extra={"event": "push_failed", "witness": name, "size": report.size, "error": error},
+        )

@@ -48,4 +48,4 @@ def test_a_threshold_above_31_is_refused(tmp_path: Path) -> None:
     text = (home / "hashfed.toml").read_text().replace("threshold = 31", "threshold = 32")
     (home / "hashfed.toml").write_text(text)
     result = CliRunner().invoke(main, ["-d", str(home), "status"])
-    assert result.exit_code == 1 and "[match] threshold" in result.output
+    assert result.exit_code == 3 and "[match] threshold" in result.output  # Nagios UNKNOWN

@@ -350,9 +350,9 @@ def check_equivocation(b: Node, p: Node, before: tuple, error: str) -> None:
     assert a_cp.root != b_cp.root or a_cp.size != b_cp.size
     assert b.db.conn.execute("SELECT halted FROM logs WHERE origin = ?", (P,)).fetchone()[0] == 1
 
-    # hashfed status exits 1 and shows the evidence.
+    # hashfed status exits 2 (CRITICAL) and shows the evidence.
     result = CliRunner().invoke(cli, ["--dir", str(b.config.home), "status"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "EVIDENCE for " + P in result.output
     assert rows[0][1].split("\n")[0] in result.output
 

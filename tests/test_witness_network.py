@@ -243,7 +243,7 @@ async def test_forked_publisher_is_caught_by_two_witnesses(tmp_path: Path) -> No
     for w in (a, b):
         assert w.db.conn.execute("SELECT size FROM witnessed").fetchone()[0] == 15
     status = cli(a.config.home, "status")
-    assert status.exit_code == 1 and "EVIDENCE for p.test/hashfed" in status.output
+    assert status.exit_code == 2 and "EVIDENCE for p.test/hashfed" in status.output
     # Both keep evidence that anyone can check with p's key alone.
     p_vkey = p.signer.vkey()
     elsewhere = tmp_path / "nowhere"
@@ -476,10 +476,10 @@ async def test_status_check_exits_2_when_stale_and_0_when_fresh(tmp_path: Path) 
         assert (await sync(c)).result.status == "advanced"
         result = cli(c.config.home, "status", "--check")
         assert result.exit_code == 2, result.output
-        assert "WARNING: p.test/hashfed: no checkpoint with the witness quorum newer than 3600" in (
+        assert "HASHFED CRITICAL: p.test/hashfed: no witness quorum within 3600 s" in (
             result.output
         )
-        assert cli(c.config.home, "status").exit_code == 0  # a warning only, without --check
+        assert cli(c.config.home, "status").exit_code == 2  # --check or not
         wa.clock.now = now
         assert (await push(p, policy)).cosigned == ["A"]
         assert (await sync(c)).result.status == "refreshed"
