@@ -30,11 +30,11 @@ import sqlite3
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from aiohttp import web
 from hashfed.node import servicelog
@@ -225,10 +225,12 @@ async def _serve(
             if index is not None and outcome.result is not None:
                 index.update_from_sync(read_db.conn, outcome.result)
 
+    bound = asyncio.Event()  # background work starts once the port is bound
+
     async def background(_app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(witness_loop(push_db, node.config))]
+        tasks = [asyncio.create_task(_once(bound, witness_loop(push_db, node.config)))]
         if not no_sync:
-            tasks.append(asyncio.create_task(sync_loop(node, on_round=after_round)))
+            tasks.append(asyncio.create_task(_once(bound, sync_loop(node, on_round=after_round))))
         yield
         await _cancel(tasks)
         node.close()
@@ -252,6 +254,7 @@ async def _serve(
         except OSError as exc:
             raise ServeError(_bind_error(server, exc)) from None
         on_bound(announce, config.origin, _url(tls is not None, runner.addresses, server))
+        bound.set()
         matching = asyncio.create_task(_match_index(loader, read_db.conn, announce))
         await stopping.wait()
         await servicelog.stopping(config.origin)
@@ -282,6 +285,16 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
         " POST /v1/match with keys/api.token"
     )
     await refresh_loop(index, conn)
+
+
+async def _once(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Runs work once event is set (closing it unstarted if cancelled before)."""
+    try:
+        await event.wait()
+    except asyncio.CancelledError:
+        work.close()
+        raise
+    await work
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
