@@ -291,8 +291,8 @@ def _decode_dicom(path: Path) -> Decoded:
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
-        from pydicom.pixels.utils import pixel_array
         from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels.utils import pixel_array
     except ImportError as e:
         raise MissingDecoder(f"DICOM files are read with pydicom: pip install pydicom ({e})") from e
     try:

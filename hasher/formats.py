@@ -174,6 +174,15 @@ def _check_video_tracks(path: Path, fmt: Format) -> None:
     raise UnsupportedFormat(f"{why}; accepted: {accepted_formats_text()}")
 
 
+def sniff_format(head: bytes) -> Format | None:
+    """sniff_format returns the format that a file's first bytes name, or None.
+
+    It reads nothing more: a movie-family file's tracks are not checked and TGA is
+    never recognised. For files on disk, use :func:`detect_format`.
+    """
+    return _sniff(head)
+
+
 def read_head(path: Path) -> bytes:
     """read_head returns the first HEAD_SIZE bytes of the file at ``path``.
 
