@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Strict editable installs link each module at install time, so any change to
 # the set of modules (or to pyproject.toml) triggers a reinstall.
-SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort)
+SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
 .PHONY: all run test bench lint clean venv
@@ -19,9 +19,15 @@ $(VENV)/bin/python:
 # ImageMagick's MagickWand library decodes XCF and MIFF photos (through Wand).
 MAGICKWAND := $(shell ldconfig -p 2>/dev/null | grep -q libMagickWand-6.Q16 && echo present)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml
+# hasher/_pdq.c is compiled at install time: it needs gcc and Python's headers.
+PYTHON_H := $(shell $(PYTHON) -c "import os, sysconfig; print('present' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else '')" 2>/dev/null)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml hasher/_pdq.c
 ifneq ($(MAGICKWAND),present)
 	apt-get update && apt-get install -y --no-install-recommends libmagickwand-6.q16-6
+endif
+ifneq ($(PYTHON_H),present)
+	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends gcc python3-dev
 endif
 	rm -f $(VENV)/.installed-*
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=strict
