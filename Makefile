@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv
+.PHONY: all run test bench lint clean venv corpus
 
 all: test
 
@@ -35,10 +35,27 @@ endif
 
 venv: $(STAMP)
 
+# A real third-party corpus for tests/test_hasher_corpus.py, pinned: the test images of
+# Pillow's source distribution and the DICOM files pydicom's wheel ships.
+CORPUS := .corpus
+CORPUS_PILLOW := 12.0.0
+CORPUS_PYDICOM := 3.0.1
+$(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM): $(VENV)/bin/python
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS)/download
+	$(PIP) download --quiet --no-deps --no-binary :all: "pillow==$(CORPUS_PILLOW)" -d $(CORPUS)/download
+	$(PIP) download --quiet --no-deps --only-binary :all: "pydicom==$(CORPUS_PYDICOM)" -d $(CORPUS)/download
+	tar -xzf $(CORPUS)/download/pillow-$(CORPUS_PILLOW).tar.gz -C $(CORPUS) pillow-$(CORPUS_PILLOW)/Tests/images
+	mv $(CORPUS)/pillow-$(CORPUS_PILLOW)/Tests/images $(CORPUS)/pillow && rm -rf $(CORPUS)/pillow-$(CORPUS_PILLOW)
+	$(PY) -m zipfile -e $(CORPUS)/download/pydicom-$(CORPUS_PYDICOM)-*.whl $(CORPUS)/wheel
+	mv $(CORPUS)/wheel/pydicom/data/test_files $(CORPUS)/pydicom && rm -rf $(CORPUS)/wheel $(CORPUS)/download
+	touch $@
+
+corpus: $(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM)
+
 run: $(STAMP)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP)
+test: $(STAMP) corpus
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
@@ -54,8 +71,8 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
 	touch $@
 
-bench: $(STAMP) $(BENCH_VENV)/.installed
+bench: $(STAMP) $(BENCH_VENV)/.installed corpus
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

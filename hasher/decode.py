@@ -298,8 +298,12 @@ def _decode_dicom(path: Path) -> Decoded:
     try:
         ds = pydicom.dcmread(path)
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        if not has_pixels and not (rows and cols):
+            kind = str(ds.get("Modality", "") or ds.get("SOPClassUID", "") or "unknown")
+            raise CorruptImage(f"DICOM file holds no image (a non-image object: {kind})")
         check_pixels(cols, rows, int(ds.get("NumberOfFrames", 1) or 1))
-        if "PixelData" not in ds and "FloatPixelData" not in ds:
+        if not has_pixels:
             raise CorruptImage("DICOM file holds no image (no pixel data element)")
         pixels = pixel_array(ds, index=0)  # the first frame; YCbCr comes back as RGB
     except (InvalidDicomError, AttributeError, ValueError, KeyError, EOFError, OSError) as e:
