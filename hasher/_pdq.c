@@ -79,6 +79,48 @@ static void box_1d(const float *in, float *out, int n, int window) {
 }
 
 /*
+ * box_1d on LANES rows at once: the same operations per row, interleaved, so that
+ * the rows' running sums (each a chain of dependent additions) overlap in the CPU.
+ */
+#define LANES 4
+
+static void box_1d_lanes(const float *const in[LANES], float *const out[LANES], int n,
+                         int window) {
+    int half = (window + 2) / 2;
+    int ri = 0, li = 0, oi = 0, count = 0;
+    float sum[LANES] = {0.0f};
+    for (int k = 0; k < half - 1; k++, ri++) {
+        for (int r = 0; r < LANES; r++) sum[r] += in[r][ri];
+        count++;
+    }
+    for (int k = 0; k < window - half + 1; k++, ri++, oi++) {
+        count++;
+        float c = (float)count;
+        for (int r = 0; r < LANES; r++) {
+            sum[r] += in[r][ri];
+            out[r][oi] = sum[r] / c;
+        }
+    }
+    float c = (float)count;
+    for (int k = 0; k < n - window; k++, ri++, li++, oi++) {
+        for (int r = 0; r < LANES; r++) {
+            float s = sum[r] + in[r][ri];
+            s = s - in[r][li];
+            sum[r] = s;
+            out[r][oi] = s / c;
+        }
+    }
+    for (int k = 0; k < half - 1; k++, li++, oi++) {
+        count--;
+        float cc = (float)count;
+        for (int r = 0; r < LANES; r++) {
+            sum[r] -= in[r][li];
+            out[r][oi] = sum[r] / cc;
+        }
+    }
+}
+
+/*
  * A box filter down every column of a rows x cols matrix at once. Row by row, each
  * output row is passed to emit(); the arithmetic per column is exactly box_1d's.
  */
@@ -124,19 +166,42 @@ static void box_columns(const float *in, int rows, int cols, int window, float *
     }
 }
 
-/* Second round, along rows: filter each first-round row, keep the 64 sampled columns. */
+/*
+ * Second round, along rows: filter each first-round row, keep the 64 sampled columns.
+ * Rows are staged LANES at a time for box_1d_lanes.
+ */
 struct second_rows {
-    float *scratch;   /* one row */
+    float *stage;     /* LANES rows */
+    float *scratch;   /* LANES rows */
     float *sampled;   /* rows x 64 */
     const int *sample_cols;
-    int window;
+    int window, staged, first_row;
 };
+
+static void flush_second_rows(struct second_rows *s, int cols) {
+    const float *in[LANES];
+    float *out[LANES];
+    for (int r = 0; r < LANES; r++) {
+        in[r] = s->stage + (size_t)r * cols;
+        out[r] = s->scratch + (size_t)r * cols;
+    }
+    if (s->staged == LANES) {
+        box_1d_lanes(in, out, cols, s->window);
+    } else {
+        for (int r = 0; r < s->staged; r++) box_1d(in[r], out[r], cols, s->window);
+    }
+    for (int r = 0; r < s->staged; r++) {
+        float *dst = s->sampled + (size_t)(s->first_row + r) * 64;
+        for (int c = 0; c < 64; c++) dst[c] = out[r][s->sample_cols[c]];
+    }
+    s->staged = 0;
+}
 
 static void emit_second_rows(void *ctx, int row, const float *values, int cols) {
     struct second_rows *s = ctx;
-    box_1d(values, s->scratch, cols, s->window);
-    float *dst = s->sampled + (size_t)row * 64;
-    for (int c = 0; c < 64; c++) dst[c] = s->scratch[s->sample_cols[c]];
+    if (s->staged == 0) s->first_row = row;
+    memcpy(s->stage + (size_t)s->staged * cols, values, sizeof(float) * (size_t)cols);
+    if (++s->staged == LANES) flush_second_rows(s, cols);
 }
 
 /* Second round, down columns: keep the whole (rows x 64) result; sampling follows. */
@@ -179,31 +244,46 @@ static int samples_64(const uint8_t *pixels, int rows, int cols, int bpp, int di
     float *first = malloc(sizeof(float) * (size_t)rows * cols);
     float *row_a = malloc(sizeof(float) * wide);
     float *row_b = malloc(sizeof(float) * wide);
-    float *row_c = malloc(sizeof(float) * wide);
+    float *lanes_in = malloc(sizeof(float) * wide * LANES);
+    float *lanes_out = malloc(sizeof(float) * wide * LANES);
     float *sampled = malloc(sizeof(float) * (size_t)rows * 64);
     float *blurred = malloc(sizeof(float) * (size_t)rows * 64);
     int status = -1;
-    if (!first || !row_a || !row_b || !row_c || !sampled || !blurred) goto done;
+    if (!first || !row_a || !row_b || !lanes_in || !lanes_out || !sampled || !blurred) goto done;
 
-    /* Round 1, along rows, straight from the pixels. */
-    for (int i = 0; i < rows; i++) {
+    /* Round 1, along rows, straight from the pixels, LANES rows at a time. */
+    int i = 0;
+    for (; i + LANES <= rows; i += LANES) {
+        const float *in[LANES];
+        float *out[LANES];
+        for (int r = 0; r < LANES; r++) {
+            float *luma = lanes_in + (size_t)r * cols;
+            luma_row(pixels + (size_t)(i + r) * cols * bpp, cols, bpp, luma);
+            in[r] = luma;
+            out[r] = first + (size_t)(i + r) * cols;
+        }
+        box_1d_lanes(in, out, cols, wr);
+    }
+    for (; i < rows; i++) {
         luma_row(pixels + (size_t)i * cols * bpp, cols, bpp, row_a);
         box_1d(row_a, first + (size_t)i * cols, cols, wr);
     }
     /* Round 1 down columns, each output row feeding round 2 along rows. */
-    struct second_rows second = {row_c, sampled, sample_cols, wr};
+    struct second_rows second = {lanes_in, lanes_out, sampled, sample_cols, wr, 0, 0};
     box_columns(first, rows, cols, wc, row_a, row_b, emit_second_rows, &second);
+    flush_second_rows(&second, cols);
     /* Round 2 down the 64 sampled columns. */
     box_columns(sampled, rows, 64, wc, row_a, row_b, emit_copy, blurred);
-    for (int i = 0; i < 64; i++) {
-        for (int j = 0; j < 64; j++) out[i][j] = blurred[(size_t)sample_rows[i] * 64 + j];
+    for (int k = 0; k < 64; k++) {
+        for (int j = 0; j < 64; j++) out[k][j] = blurred[(size_t)sample_rows[k] * 64 + j];
     }
     status = 0;
 done:
     free(first);
     free(row_a);
     free(row_b);
-    free(row_c);
+    free(lanes_in);
+    free(lanes_out);
     free(sampled);
     free(blurred);
     return status;
