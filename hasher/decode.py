@@ -11,8 +11,10 @@ Readers:
   it; no EXIF orientation is applied on top (pillow-heif resets it to 1, and
   Pillow's AVIF plugin records ``irot``/``imir`` as the EXIF orientation, which is
   applied once).
-- **ImageMagick** through Wand (Debian ``libmagickwand-6.q16-6``) for xcf and miff.
-  XCF layers are flattened onto white, which is the composite GIMP shows.
+- **Our own XCF reader** (:mod:`hashfed.hasher.xcf`) for xcf from every GIMP up to
+  2.10: layers composited as GIMP 2.10 does (linear or perceptual per layer mode),
+  flattened onto white, which is what GIMP shows and exports.
+- **ImageMagick** through Wand (Debian ``libmagickwand-6.q16-6``) for miff.
 - **pydicom** for dcm (first frame; YCbCr becomes RGB). Compressed transfer syntaxes
   decode where a pydicom decoder for them is installed (Pillow covers JPEG baseline
   and JPEG 2000, pydicom itself RLE; ``hashfed[dicom]`` adds pylibjpeg for JPEG
@@ -48,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from hashfed.hasher import xcf
 from hashfed.hasher.errors import CorruptImage, MissingDecoder, TooManyPixels
 from hashfed.hasher.formats import Format
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -239,6 +242,19 @@ def _decode_heif(path: Path, fmt: Format) -> Decoded:
         raise CorruptImage(f"cannot decode {fmt.name.upper()}: {e} (truncated or corrupt?)") from e
 
 
+def _decode_xcf(path: Path) -> Decoded:
+    data = path.read_bytes()
+    _, width, height = xcf.read_header(data)
+    check_pixels(width, height)
+    try:
+        image = xcf.parse(data, max_pixels=MAX_PIXELS)
+    except MemoryError:
+        raise
+    except (ValueError, IndexError, struct.error) as e:
+        raise CorruptImage(f"cannot decode XCF: {e} (truncated or corrupt?)") from e
+    return Decoded(np.ascontiguousarray(xcf.composite(image)), None, None)
+
+
 def _decode_wand(path: Path, fmt: Format) -> Decoded:
     try:
         from wand.color import Color
@@ -253,21 +269,11 @@ def _decode_wand(path: Path, fmt: Format) -> Decoded:
     try:
         with WandImage.ping(blob=data, format=fmt.name) as probe:
             check_pixels(probe.width, probe.height, len(probe.sequence))
-        if fmt.name == "xcf":
-            if len(data) < 22:
-                raise CorruptImage("XCF header is truncated")
-            width, height = struct.unpack(">II", data[14:22])
-            check_pixels(width, height)
-        with WandImage(blob=data, format=fmt.name) as img:
-            if fmt.name == "xcf":  # layers, bottom first: composite them onto the canvas
-                with WandImage(width=width, height=height, background=Color("white")) as canvas:
-                    for layer in img.sequence:
-                        with WandImage(image=layer) as frame:
-                            x, y = layer.page_x, layer.page_y
-                            canvas.composite(frame, left=x, top=y, operator="over")
-                    return Decoded(_wand_rgb(canvas, WandImage, Color), None, None)
-            with WandImage(image=img.sequence[0]) as first:  # first frame of a MIFF
-                return Decoded(_wand_rgb(first, WandImage, Color), None, None)
+        with (
+            WandImage(blob=data, format=fmt.name) as img,
+            WandImage(image=img.sequence[0]) as first,  # first frame of a MIFF
+        ):
+            return Decoded(_wand_rgb(first, WandImage, Color), None, None)
     except WandException as e:
         raise CorruptImage(f"cannot decode {fmt.name.upper()}: {e} (truncated or corrupt?)") from e
 
@@ -357,6 +363,8 @@ def decode(path: Path, fmt: Format, *, exif: bool = True) -> Decoded:
             return _decode_pillow(path, fmt, exif)
         if fmt.reader == "heif":
             return _decode_heif(path, fmt)
+        if fmt.reader == "xcf":
+            return _decode_xcf(path)
         if fmt.reader == "wand":
             return _decode_wand(path, fmt)
         if fmt.reader == "pydicom":

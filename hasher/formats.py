@@ -43,8 +43,8 @@ class Format:
     kind: Kind
     extensions: tuple[str, ...]
     reader: str
-    """Decoder: ``pillow``, ``heif`` (pillow-heif), ``wand`` (ImageMagick), ``pydicom``, or
-    ``bytes`` (videos)."""
+    """Decoder: ``pillow``, ``heif`` (pillow-heif), ``xcf`` (our own), ``wand`` (ImageMagick),
+    ``pydicom``, or ``bytes`` (videos)."""
     pillow_format: str = ""
     """Pillow plugin name, so Pillow is only ever asked to decode the detected format."""
 
@@ -54,7 +54,7 @@ PNG = Format("png", Kind.PDQ, ("png",), "pillow", "PNG")
 GIF = Format("gif", Kind.PDQ, ("gif",), "pillow", "GIF")
 PSD = Format("psd", Kind.PDQ, ("psd",), "pillow", "PSD")
 TIFF = Format("tiff", Kind.PDQ, ("tiff", "tif"), "pillow", "TIFF")
-XCF = Format("xcf", Kind.PDQ, ("xcf",), "wand")
+XCF = Format("xcf", Kind.PDQ, ("xcf",), "xcf")
 TGA = Format("tga", Kind.PDQ, ("tga",), "pillow", "TGA")
 MIFF = Format("miff", Kind.PDQ, ("miff",), "wand")
 ICO = Format("ico", Kind.PDQ, ("ico",), "pillow", "ICO")

@@ -75,9 +75,12 @@ def write_xpm(img: Image.Image, path: Path) -> None:
 
 
 def write_xcf(
-    layers: list[tuple[Image.Image, int, int]], size: tuple[int, int], path: Path
+    layers: list[tuple[Image.Image, int, int]],
+    size: tuple[int, int],
+    path: Path,
+    rle: bool = False,
 ) -> None:
-    """Write an uncompressed RGBA XCF (v0); ``layers`` top first, each with its offsets."""
+    """Write an uncompressed (or RLE) RGBA XCF (v0); ``layers`` top first, with offsets."""
     w, h = size
 
     def u32(*vs: int) -> bytes:
@@ -87,7 +90,7 @@ def write_xcf(
         return u32(kind, len(payload)) + payload
 
     out = bytearray(b"gimp xcf file\x00" + u32(w, h, 0))
-    out += prop(17, b"\x00") + prop(0, b"")  # PROP_COMPRESSION none, PROP_END
+    out += prop(17, bytes([int(rle)])) + prop(0, b"")  # PROP_COMPRESSION, PROP_END
     ptr_at = len(out)
     out += b"\x00" * 4 * (len(layers) + 1) + u32(0)  # layer pointers, 0; no channels
     pointers = []
@@ -114,12 +117,32 @@ def write_xcf(
         out += b"\x00" * 4 * (len(tiles) + 1)
         for i, (ty, tx) in enumerate(tiles):
             out[tile_ptr_at + 4 * i : tile_ptr_at + 4 * i + 4] = u32(len(out))
-            out += rgba[ty : ty + 64, tx : tx + 64].tobytes()
+            tile = rgba[ty : ty + 64, tx : tx + 64]
+            out += (
+                b"".join(_rle(tile[..., c].tobytes()) for c in range(4)) if rle else tile.tobytes()
+            )
     for i, p in enumerate(pointers):
         out[ptr_at + 4 * i : ptr_at + 4 * i + 4] = u32(p)
     # ImageMagick sizes the last uncompressed tile as a 1.5 × 64×64×4 window: pad for it.
     out += b"\x00" * (64 * 64 * 6)
     path.write_bytes(bytes(out))
+
+
+def _rle(plane: bytes) -> bytes:
+    """XCF's RLE of one byte plane: runs of a repeated byte, else short literal stretches."""
+    out, i = bytearray(), 0
+    while i < len(plane):
+        run = 1
+        while i + run < len(plane) and run < 127 and plane[i + run] == plane[i]:
+            run += 1
+        if run >= 3:
+            out += bytes([run - 1, plane[i]])
+            i += run
+            continue
+        n = min(127, len(plane) - i)
+        out += bytes([256 - n]) + plane[i : i + n]
+        i += n
+    return bytes(out)
 
 
 def write_dicom(gray: np.ndarray, path: Path) -> None:
