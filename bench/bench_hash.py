@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hashfed.hasher import Result, hash_paths, md5_file
+from hashfed.hasher import Result, hash_path, hash_paths, iter_files, md5_file
 from PIL import Image
 
 from bench.table import Row
@@ -215,6 +215,40 @@ def _photo_rows(quick: bool) -> list[Row]:
     return rows  # fmt: skip
 
 
+CORPUS = ROOT / ".corpus"
+
+
+def _corpus_rows(quick: bool) -> list[Row]:
+    """Per-file times over the third-party corpus (`make corpus`), one process."""
+    files = [p for p in iter_files([CORPUS / "pillow", CORPUS / "pydicom"]) if isinstance(p, Path)]
+    if not files:
+        return [Row("hash", "corpus files", 0, "files", note="run 'make corpus' first")]
+    if quick:
+        files = files[::10]
+    times: list[tuple[float, str]] = []
+    hashed = 0
+    for path in files:
+        start = time.perf_counter()
+        outcomes = hash_path(path, exif=False)
+        times.append((time.perf_counter() - start, path.name))
+        hashed += isinstance(outcomes[0], Result)
+    seconds = sorted(t for t, _ in times)
+    slowest = sorted(times, reverse=True)[:3]
+    note = (
+        f"{len(files)} files of Pillow 12.0.0's Tests/images and pydicom 3.0.1's test files, "
+        f"{hashed} hashed, {len(files) - hashed} refused; slowest: "
+        + ", ".join(f"{name} {t * 1000:.0f} ms" for t, name in slowest)
+    )
+    return [
+        Row("hash", "corpus, per file (median)", statistics.median(seconds) * 1000, "ms",
+            higher_is_better=False, note=note),
+        Row("hash", "corpus, per file (99th percentile)",
+            seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))] * 1000, "ms",
+            higher_is_better=False),
+        Row("hash", "corpus, whole run", len(files) / sum(seconds), "files/s"),
+    ]  # fmt: skip
+
+
 def _video_rows(quick: bool) -> list[Row]:
     size = (128 if quick else 1024) << 20
     block = np.random.default_rng(5).bytes(1 << 20)
@@ -238,4 +272,4 @@ def _video_rows(quick: bool) -> list[Row]:
 
 def run(quick: bool) -> list[Row]:
     """run returns the photo and video rows; ``quick`` uses fewer, smaller inputs."""
-    return _photo_rows(quick) + _video_rows(quick)
+    return _photo_rows(quick) + _corpus_rows(quick) + _video_rows(quick)
