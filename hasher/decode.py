@@ -53,7 +53,7 @@ import numpy.typing as npt
 from hashfed.hasher import xcf
 from hashfed.hasher.errors import CorruptImage, MissingDecoder, TooManyPixels
 from hashfed.hasher.formats import Format
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 MAX_PIXELS = 200_000_000
 """The most pixels (width × height) an image may declare: 200 megapixels."""
@@ -199,6 +199,12 @@ def _bomb(e: Exception) -> TooManyPixels:
 
 
 def _decode_pillow(path: Path, fmt: Format, exif: bool) -> Decoded:
+    plugin = fmt.pillow_format.lower()
+    if plugin in ("avif", "webp") and not features.check(plugin):
+        raise MissingDecoder(
+            f"this Pillow was built without {fmt.name.upper()} support: "
+            "pip install --upgrade Pillow (wheels from 11.3 on include it)"
+        )
     try:
         with _bomb_guard(), Image.open(path, formats=[fmt.pillow_format]) as img:
             check_pixels(*img.size)
