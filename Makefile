@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
-# ImageMagick's MagickWand library decodes XCF and MIFF photos (through Wand).
+# ImageMagick's MagickWand library decodes MIFF photos (through Wand).
 MAGICKWAND := $(shell ldconfig -p 2>/dev/null | grep -q libMagickWand-6.Q16 && echo present)
 
 # hasher/_pdq.c is compiled at install time: it needs gcc and Python's headers.
