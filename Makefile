@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Strict editable installs link each module at install time, so any change to
 # the set of modules (or to pyproject.toml) triggers a reinstall.
-SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort)
+SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv tools
+.PHONY: all run test bench lint clean venv tools corpus
 
 all: test
 
@@ -16,12 +16,18 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
-# ImageMagick's MagickWand library decodes XCF and MIFF photos (through Wand).
+# ImageMagick's MagickWand library decodes MIFF photos (through Wand).
 MAGICKWAND := $(shell ldconfig -p 2>/dev/null | grep -q libMagickWand-6.Q16 && echo present)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml
+# hasher/_pdq.c is compiled at install time: it needs gcc and Python's headers.
+PYTHON_H := $(shell $(PYTHON) -c "import os, sysconfig; print('present' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else '')" 2>/dev/null)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml hasher/_pdq.c
 ifneq ($(MAGICKWAND),present)
 	apt-get update && apt-get install -y --no-install-recommends libmagickwand-6.q16-6
+endif
+ifneq ($(PYTHON_H),present)
+	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends gcc python3-dev
 endif
 	rm -f $(VENV)/.installed-*
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=strict
@@ -40,7 +46,24 @@ venv: $(STAMP) $(WARM)
 run: $(STAMP) $(WARM)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP) $(WARM) tools
+# A real third-party corpus for tests/test_hasher_corpus.py, pinned: the test images of
+# Pillow's source distribution and the DICOM files pydicom's wheel ships.
+CORPUS := .corpus
+CORPUS_PILLOW := 12.0.0
+CORPUS_PYDICOM := 3.0.1
+$(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM): $(VENV)/bin/python
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS)/download
+	$(PIP) download --quiet --no-deps --no-binary :all: "pillow==$(CORPUS_PILLOW)" -d $(CORPUS)/download
+	$(PIP) download --quiet --no-deps --only-binary :all: "pydicom==$(CORPUS_PYDICOM)" -d $(CORPUS)/download
+	tar -xzf $(CORPUS)/download/pillow-$(CORPUS_PILLOW).tar.gz -C $(CORPUS) pillow-$(CORPUS_PILLOW)/Tests/images
+	mv $(CORPUS)/pillow-$(CORPUS_PILLOW)/Tests/images $(CORPUS)/pillow && rm -rf $(CORPUS)/pillow-$(CORPUS_PILLOW)
+	$(PY) -m zipfile -e $(CORPUS)/download/pydicom-$(CORPUS_PYDICOM)-*.whl $(CORPUS)/wheel
+	mv $(CORPUS)/wheel/pydicom/data/test_files $(CORPUS)/pydicom && rm -rf $(CORPUS)/wheel $(CORPUS)/download
+	touch $@
+
+corpus: $(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM)
+
+test: $(STAMP) $(WARM) tools corpus
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Operations tests: promtool (from Debian's prometheus package, unpacked, its daemon
@@ -71,8 +94,8 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
 	touch $@
 
-bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed
+bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed corpus
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -86,6 +86,15 @@ class FileError:
 
 Outcome = Result | FileError
 
+MAX_MESSAGE = 300
+"""The longest error message kept for one file, in characters."""
+
+
+def one_line(message: str) -> str:
+    """one_line returns ``message`` on one line: whitespace runs collapsed, cut at MAX_MESSAGE."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 1] + "…"
+
 
 def _os_error(path: Path, e: OSError) -> FileError:
     if e.errno == errno.ELOOP:
@@ -134,13 +143,14 @@ def hash_path(path: Path | str, *, dihedral: bool = False, exif: bool = True) ->
             )
         return results
     except HasherError as e:
-        return [FileError(str(path), str(e), type(e).__name__)]
+        return [FileError(str(path), one_line(str(e)), type(e).__name__)]
     except OSError as e:
         return [_os_error(path, e)]
     except MemoryError:
         return [FileError(str(path), "out of memory while decoding", "MemoryError")]
     except Exception as e:  # a decoder bug must not stop the batch
-        return [FileError(str(path), f"unexpected {type(e).__name__}: {e}", type(e).__name__)]
+        message = one_line(f"decoder failed ({type(e).__name__}): {e}")
+        return [FileError(str(path), message, type(e).__name__)]
 
 
 def iter_files(paths: Iterable[Path | str]) -> Iterator[Path | FileError]:

@@ -6,9 +6,19 @@ Readers:
   only ever asked to decode the format :func:`~hashfed.hasher.formats.detect_format`
   found. An animated GIF gives its first frame, a layered PSD its composite (the
   merged image PSD files carry), an ICO its largest image.
-- **ImageMagick** through Wand (Debian ``libmagickwand-6.q16-6``) for xcf and miff.
-  XCF layers are flattened onto white, which is the composite GIMP shows.
-- **pydicom** for dcm (uncompressed transfer syntaxes; first frame).
+- **pillow-heif** for heic/heif, and Pillow's own AVIF plugin for avif. Both give
+  the primary image with its ``irot``/``imir`` transforms applied, as a phone shows
+  it; no EXIF orientation is applied on top (pillow-heif resets it to 1, and
+  Pillow's AVIF plugin records ``irot``/``imir`` as the EXIF orientation, which is
+  applied once).
+- **Our own XCF reader** (:mod:`hashfed.hasher.xcf`) for xcf from every GIMP up to
+  2.10: layers composited as GIMP 2.10 does (linear or perceptual per layer mode),
+  flattened onto white, which is what GIMP shows and exports.
+- **ImageMagick** through Wand (Debian ``libmagickwand-6.q16-6``) for miff.
+- **pydicom** for dcm (first frame; YCbCr becomes RGB). Compressed transfer syntaxes
+  decode where a pydicom decoder for them is installed (Pillow covers JPEG baseline
+  and JPEG 2000, pydicom itself RLE; ``hashfed[dicom]`` adds pylibjpeg for JPEG
+  lossless and JPEG-LS); otherwise the file gets one line naming what is missing.
 
 Pixels become 8-bit RGB by :func:`to_rgb`: palette, greyscale, CMYK (Pillow undoes
 Adobe's inverted CMYK), YCbCr, LAB and HSV convert through Pillow; transparency is
@@ -18,12 +28,19 @@ python-threatexchange's ``pdq_from_file`` byte for byte.
 
 Decompression bombs are refused before any pixel is decoded: the header's pixel
 count must be at most :data:`MAX_PIXELS`.
+
+Decoders talk: Python warnings (Pillow, pydicom) and C libraries writing straight
+to the process's stderr (libtiff, libjpeg). :func:`decode` silences both for the
+duration of one file, so a batch prints one line per file and nothing else; what
+went wrong reaches the caller as that file's exception.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +50,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from hashfed.hasher import xcf
 from hashfed.hasher.errors import CorruptImage, MissingDecoder, TooManyPixels
 from hashfed.hasher.formats import Format
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 MAX_PIXELS = 200_000_000
 """The most pixels (width × height) an image may declare: 200 megapixels."""
@@ -72,8 +90,11 @@ def check_pixels(width: int, height: int, frames: int = 1) -> None:
     if total > MAX_PIXELS:
         raise TooManyPixels(
             f"image declares {width}×{height} pixels ({total / 1e6:.0f} megapixels), over "
-            f"the {MAX_PIXELS / 1e6:.0f}-megapixel limit (possible decompression bomb)"
+            f"the {_LIMIT_TEXT} (possible decompression bomb)"
         )
+
+
+_LIMIT_TEXT = f"{MAX_PIXELS / 1e6:.0f}-megapixel limit"
 
 
 def _scale_to_uint8(a: npt.NDArray[Any], full_scale: float | None) -> npt.NDArray[np.uint8]:
@@ -144,15 +165,52 @@ def _orientation(img: Image.Image) -> int | None:
 @contextmanager
 def _bomb_guard() -> Iterator[None]:
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Drop Python warnings and anything C libraries write to file descriptor 2."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to protect
+        saved = -1
+    devnull = os.open(os.devnull, os.O_WRONLY) if saved >= 0 else -1
+    try:
+        if saved >= 0:
+            os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if saved >= 0:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def _bomb(e: Exception) -> TooManyPixels:
+    return TooManyPixels(
+        f"image declares more pixels than the {_LIMIT_TEXT} (possible decompression bomb)"
+    )
+
+
 def _decode_pillow(path: Path, fmt: Format, exif: bool) -> Decoded:
+    plugin = fmt.pillow_format.lower()
+    if plugin in ("avif", "webp") and not features.check(plugin):
+        raise MissingDecoder(
+            f"this Pillow was built without {fmt.name.upper()} support: "
+            "pip install --upgrade Pillow (wheels from 11.3 on include it)"
+        )
     try:
         with _bomb_guard(), Image.open(path, formats=[fmt.pillow_format]) as img:
             check_pixels(*img.size)
             img.load()  # as opened: first frame (GIF), composite (PSD), largest (ICO)
+            if fmt.pillow_format == "AVIF":  # irot/imir, recorded as the EXIF orientation
+                return Decoded(rgb_array(ImageOps.exif_transpose(img)), None, None)
             stored = rgb_array(img)
             orientation = _orientation(img) if exif else None
             rotated = None
@@ -160,13 +218,47 @@ def _decode_pillow(path: Path, fmt: Format, exif: bool) -> Decoded:
                 rotated = rgb_array(ImageOps.exif_transpose(img))
             return Decoded(stored, orientation, rotated)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise TooManyPixels(f"{e} (possible decompression bomb)") from e
+        raise _bomb(e) from e
     except UnidentifiedImageError as e:
         raise CorruptImage(f"not a readable {fmt.name.upper()} file (corrupt?)") from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as e:
         if isinstance(e, PermissionError | FileNotFoundError):
             raise
         raise CorruptImage(f"cannot decode {fmt.name.upper()}: {e} (truncated or corrupt?)") from e
+
+
+def _decode_heif(path: Path, fmt: Format) -> Decoded:
+    try:
+        import pillow_heif
+    except ImportError as e:
+        raise MissingDecoder(
+            f"HEIC/HEIF photos are read with pillow-heif: pip install pillow-heif ({e})"
+        ) from e
+    try:
+        with _bomb_guard():
+            heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=True)
+            check_pixels(*heif.size)
+            img = heif.to_pillow()  # the primary image, irot/imir applied by libheif
+            return Decoded(rgb_array(img), None, None)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(e) from e
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:
+        if isinstance(e, PermissionError | FileNotFoundError):
+            raise
+        raise CorruptImage(f"cannot decode {fmt.name.upper()}: {e} (truncated or corrupt?)") from e
+
+
+def _decode_xcf(path: Path) -> Decoded:
+    data = path.read_bytes()
+    _, width, height = xcf.read_header(data)
+    check_pixels(width, height)
+    try:
+        image = xcf.parse(data, max_pixels=MAX_PIXELS)
+    except MemoryError:
+        raise
+    except (ValueError, IndexError, struct.error) as e:
+        raise CorruptImage(f"cannot decode XCF: {e} (truncated or corrupt?)") from e
+    return Decoded(np.ascontiguousarray(xcf.composite(image)), None, None)
 
 
 def _decode_wand(path: Path, fmt: Format) -> Decoded:
@@ -183,21 +275,11 @@ def _decode_wand(path: Path, fmt: Format) -> Decoded:
     try:
         with WandImage.ping(blob=data, format=fmt.name) as probe:
             check_pixels(probe.width, probe.height, len(probe.sequence))
-        if fmt.name == "xcf":
-            if len(data) < 22:
-                raise CorruptImage("XCF header is truncated")
-            width, height = struct.unpack(">II", data[14:22])
-            check_pixels(width, height)
-        with WandImage(blob=data, format=fmt.name) as img:
-            if fmt.name == "xcf":  # layers, bottom first: composite them onto the canvas
-                with WandImage(width=width, height=height, background=Color("white")) as canvas:
-                    for layer in img.sequence:
-                        with WandImage(image=layer) as frame:
-                            x, y = layer.page_x, layer.page_y
-                            canvas.composite(frame, left=x, top=y, operator="over")
-                    return Decoded(_wand_rgb(canvas, WandImage, Color), None, None)
-            with WandImage(image=img.sequence[0]) as first:  # first frame of a MIFF
-                return Decoded(_wand_rgb(first, WandImage, Color), None, None)
+        with (
+            WandImage(blob=data, format=fmt.name) as img,
+            WandImage(image=img.sequence[0]) as first,  # first frame of a MIFF
+        ):
+            return Decoded(_wand_rgb(first, WandImage, Color), None, None)
     except WandException as e:
         raise CorruptImage(f"cannot decode {fmt.name.upper()}: {e} (truncated or corrupt?)") from e
 
@@ -221,39 +303,58 @@ def _decode_dicom(path: Path) -> Decoded:
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
-        from pydicom.pixels.processing import (
-            apply_modality_lut,
-            apply_voi_lut,
-            convert_color_space,
-        )
+        from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels.utils import pixel_array
     except ImportError as e:
         raise MissingDecoder(f"DICOM files are read with pydicom: pip install pydicom ({e})") from e
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        rows, cols = int(header.get("Rows", 0)), int(header.get("Columns", 0))
-        check_pixels(cols, rows, int(header.get("NumberOfFrames", 1) or 1))
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        if not has_pixels and not (rows and cols):
+            kind = str(ds.get("Modality", "") or ds.get("SOPClassUID", "") or "unknown")
+            raise CorruptImage(f"DICOM file holds no image (a non-image object: {kind})")
+        check_pixels(cols, rows, int(ds.get("NumberOfFrames", 1) or 1))
+        if not has_pixels:
+            raise CorruptImage("DICOM file holds no image (no pixel data element)")
+        pixels = pixel_array(ds, index=0)  # the first frame; YCbCr comes back as RGB
     except (InvalidDicomError, AttributeError, ValueError, KeyError, EOFError, OSError) as e:
         if isinstance(e, PermissionError | FileNotFoundError):
             raise
-        raise CorruptImage(f"cannot decode DICOM: {e}") from e
-    except RuntimeError as e:  # e.g. compressed transfer syntax without a plugin
-        raise MissingDecoder(f"cannot decode this DICOM pixel data: {e}") from e
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]
+        raise CorruptImage(f"cannot decode DICOM: {_first_line(e)}") from e
+    except (RuntimeError, NotImplementedError) as e:  # no decoder for this transfer syntax
+        raise _missing_dicom_decoder(ds, e) from e
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if pixels.ndim == 3 and pixels.shape[2] == 3:
-        if photometric.startswith("YBR"):
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        rgb = _scale_to_uint8(pixels, float(2 ** int(ds.get("BitsStored", 8)) - 1))
+        bits = int(ds.get("BitsStored", 8) or 8)
+        rgb = _scale_to_uint8(pixels, float(2**bits - 1))
         return Decoded(np.ascontiguousarray(rgb), None, None)
-    gray = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    if pixels.ndim != 2:
+        raise CorruptImage(f"DICOM pixel data has an unexpected shape {pixels.shape}")
+    try:
+        gray = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    except (ValueError, KeyError, IndexError, TypeError):  # a broken LUT: use the raw values
+        gray = pixels
     gray = _scale_to_uint8(gray - float(np.min(gray)), None)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
     return Decoded(np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), None, None)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _missing_dicom_decoder(ds: Any, e: BaseException) -> MissingDecoder:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = f"{ts.name} ({ts})" if ts is not None else "an unknown transfer syntax"
+    if isinstance(e, NotImplementedError):
+        return MissingDecoder(f"cannot decode DICOM pixel data in {name}: {_first_line(e)}")
+    return MissingDecoder(
+        f"cannot decode DICOM pixel data in {name}: no installed decoder handles it "
+        "(pip install 'hashfed[dicom]' adds pylibjpeg)"
+    )
 
 
 def decode(path: Path, fmt: Format, *, exif: bool = True) -> Decoded:
@@ -263,18 +364,26 @@ def decode(path: Path, fmt: Format, *, exif: bool = True) -> Decoded:
     the pixels with the orientation applied. It raises CorruptImage, TooManyPixels or
     MissingDecoder; OSErrors from opening the file pass through.
     """
-    if fmt.reader == "pillow":
-        return _decode_pillow(path, fmt, exif)
-    if fmt.reader == "wand":
-        return _decode_wand(path, fmt)
-    if fmt.reader == "pydicom":
-        return _decode_dicom(path)
+    with _quiet():
+        if fmt.reader == "pillow":
+            return _decode_pillow(path, fmt, exif)
+        if fmt.reader == "heif":
+            return _decode_heif(path, fmt)
+        if fmt.reader == "xcf":
+            return _decode_xcf(path)
+        if fmt.reader == "wand":
+            return _decode_wand(path, fmt)
+        if fmt.reader == "pydicom":
+            return _decode_dicom(path)
     raise AssertionError(f"decode called for non-photo format {fmt.name}")
 
 
 def decode_bytes(data: bytes) -> RGBArray:
     """decode_bytes returns the RGB pixels of an in-memory image that Pillow can read."""
-    with _bomb_guard(), Image.open(io.BytesIO(data)) as img:
-        check_pixels(*img.size)
-        img.load()
-        return rgb_array(img)
+    try:
+        with _quiet(), _bomb_guard(), Image.open(io.BytesIO(data)) as img:
+            check_pixels(*img.size)
+            img.load()
+            return rgb_array(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(e) from e

@@ -6,6 +6,12 @@ encoding). Two hashes match when their Hamming distance is at most
 :data:`PDQ_MATCH_THRESHOLD`. Each hash comes with a quality from 0 to 100; a hash
 whose quality is below :data:`PDQ_QUALITY_THRESHOLD` is too featureless to match
 reliably and is not offered for publishing.
+
+The hashing itself is :mod:`hashfed.hasher._pdq`, a small C extension that gives
+the same bits and quality as pdqhash 0.2.8 (the engine python-threatexchange runs)
+several times faster: it computes luminance row by row into the first blur, runs
+the column blur across whole rows, and blurs in the second round only what the
+64×64 sampling reads. ``tests/test_pdq_fast.py`` holds it to pdqhash bit for bit.
 """
 
 from __future__ import annotations
@@ -14,8 +20,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
-import pdqhash
+from hashfed.hasher import _pdq
 from hashfed.hasher.decode import RGBArray, decode, decode_bytes
 from hashfed.hasher.errors import UnsupportedFormat
 from hashfed.hasher.formats import Kind, detect_format, read_head
@@ -41,20 +46,16 @@ DIHEDRAL_NAMES = (
 _PDQ_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def _to_hex(vector: npt.ArrayLike) -> str:
-    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes().hex()
-
-
 def pdq_from_rgb(rgb: RGBArray) -> tuple[str, int]:
     """pdq_from_rgb returns (hex hash, quality) of a height × width × 3 uint8 RGB array."""
-    vector, quality = pdqhash.compute(rgb)
-    return _to_hex(vector), int(quality)
+    hashes, quality = _pdq.hash(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return hashes[0].hex(), quality
 
 
 def pdq_dihedral_from_rgb(rgb: RGBArray) -> tuple[tuple[str, ...], int]:
     """pdq_dihedral_from_rgb returns the 8 hashes named in DIHEDRAL_NAMES, and the quality."""
-    vectors, quality = pdqhash.compute_dihedral(rgb)
-    return tuple(_to_hex(v) for v in vectors), int(quality)
+    hashes, quality = _pdq.hash(np.ascontiguousarray(rgb, dtype=np.uint8), dihedral=True)
+    return tuple(h.hex() for h in hashes), quality
 
 
 def distance(a: str, b: str) -> int:

@@ -198,7 +198,8 @@ def case_open(
     """Hash photos and videos on this device and open a case with their hashes only.
 
     The images never leave this device. Prints the case number and PIN once:
-    write them down, the PIN cannot be recovered.
+    write them down, the PIN cannot be recovered. Accepted: the photo and video
+    types `hashfed hash --help` lists, iPhone HEIC, AVIF and WebP photos included.
 
     \b
     Example:

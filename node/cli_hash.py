@@ -54,8 +54,9 @@ def hash_command(
 ) -> None:
     """Hash photos (PDQ) and videos (MD5) on this device; directories are recursed.
 
-    Photos: jpeg jpg png gif psd tiff xcf tga miff ico dcm xpm pcx bmp. Videos: mp4 mov
-    avi qt wmv (MD5 of the file). A photo with an EXIF orientation also gets an
+    Photos: jpeg jpg png gif psd tiff xcf tga miff ico dcm xpm pcx bmp heic heif avif
+    webp. Videos: mp4 mov avi qt wmv 3gp (MD5 of the file; only files with a video
+    track). A photo with an EXIF orientation also gets an
     "exif-rotated" hash of what a viewer shows. PDQ quality below 50 is shown but left
     out of --csv, which is the format `hashfed publish` reads. Exit status 1 if any
     file could not be hashed.

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from hashfed.hasher import EXIF_ROTATED, STORED, Result, hash_path
 from hashfed.hasher.decode import ORIENTATION_TAG
 from hashfed.node.cli_hash import hash_command
+from media import movie
 from PIL import Image
 
 
@@ -27,7 +28,7 @@ def _photo() -> Image.Image:
 def folder(tmp_path: Path) -> Path:
     _photo().save(tmp_path / "a.png")
     Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "flat.png")  # quality 0
-    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x01" * 5000)
+    (tmp_path / "clip.mp4").write_bytes(movie(payload=b"\x01" * 5000))
     return tmp_path
 
 

@@ -27,6 +27,7 @@ from hashfed.node.ownlog import NewHash
 from hashfed.node.server import create_app
 from hashfed.protocol.records import Kind
 from hashfed.sync.auth import SessionClient
+from media import movie
 from synchelpers import allow, clock, make_node, origin_of, run_app, serve, sync, trust, use
 
 P = origin_of("p")
@@ -238,7 +239,7 @@ def test_match_cli_bad_arguments_and_files(tmp_path: Path) -> None:
     r = cli(p, "match", str(tmp_path / "missing.jpg"))
     assert r.exit_code == 1 and "missing.jpg" in r.output
     video = tmp_path / "clip.mp4"
-    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    video.write_bytes(movie(b"mp42"))
     r = cli(p, "match", str(video), "--json")
     assert r.exit_code == 0, r.output
     (doc,) = json.loads(r.output)
