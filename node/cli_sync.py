@@ -23,6 +23,7 @@ from hashfed.node.bankindex import BankIndex, refresh_loop
 from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
 from hashfed.node.config import NodeConfig
 from hashfed.node.db import open_database
+from hashfed.node.export import export_loop
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy, quorum_check
@@ -315,9 +316,21 @@ async def witness_loop(
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default from hashfed.toml).")
 @click.option("--interval", type=click.FloatRange(min=1), help="Seconds between background syncs.")
 @click.option("--no-sync", is_flag=True, help="Serve only; do not sync in the background.")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep this static tlog-tiles tree current (as 'hashfed export' writes it) after "
+    "every publish, sync or withdrawal, for nginx or a CDN to serve.",
+)
 @click.pass_obj
 def serve_command(
-    home: Path, listen: str | None, port: int | None, interval: float | None, no_sync: bool
+    home: Path,
+    listen: str | None,
+    port: int | None,
+    interval: float | None,
+    no_sync: bool,
+    export_dir: Path | None,
 ) -> None:
     """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
 
@@ -366,8 +379,13 @@ def serve_command(
         task = None if no_sync else asyncio.create_task(sync_loop(node, on_round=after_round))
         refresher = asyncio.create_task(refresh_loop(index, read_db.conn))
         rewitness = asyncio.create_task(witness_loop(push_db, node.config))
+        exporter = (
+            None
+            if export_dir is None
+            else asyncio.create_task(export_loop(config.database, export_dir))
+        )
         yield
-        for t in (task, refresher, rewitness):
+        for t in (task, refresher, rewitness, exporter):
             if t is not None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
