@@ -29,6 +29,7 @@ from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
+from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.witness import Witness
 from hashfed.node.witnesspush import push_checkpoint
 from hashfed.protocol.policy import format_policy
@@ -367,6 +368,7 @@ def serve_command(
         match_index=index,
         api_token=node.api_token(),
         witness=witness,
+        session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
     )
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:

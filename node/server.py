@@ -11,6 +11,8 @@ their origin wrote them.
     GET /log/<hash>/tile/entries/<N>[.p/<W>]   entry bundles (gzip when accepted)
     GET /log/<hash>/content/<N>[.p/<W>]        content bundles (specs/protocol.md)
     POST /v1/auth/session                      peer authentication (node/auth.py)
+    GET /v1/auth/check                         may this request be served? (for nginx,
+                                               node/authcheck.py)
     POST /v1/match                             match a batch of hashes (node/api.py)
     GET /healthz                               liveness
 
@@ -33,6 +35,7 @@ from aiohttp import web
 from hashfed.node import logstore, peers
 from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
+from hashfed.node.authcheck import setup_auth_check
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
 from hashfed.node.witness import Witness, setup_witness
@@ -102,6 +105,11 @@ class LogDirectory:
     def find(self, origin_hash: str) -> _Served | None:
         log = self._logs().get(origin_hash)
         return None if log is None else _Served(log, log.origin in self.public)
+
+    def origin_of(self, origin_hash: str) -> tuple[str, bool] | None:
+        """Returns (origin, public) of the log served under origin_hash, or None."""
+        served = self.find(origin_hash)
+        return None if served is None else (served.log.origin, served.public)
 
     def is_public_path(self, path: str) -> bool:
         parts = path.split("/", 3)
@@ -318,6 +326,7 @@ def create_app(
     match_index: BankIndex | IndexProvider | None = None,
     api_token: str | None = None,
     witness: Witness | None = None,
+    session_secret: bytes | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
@@ -325,7 +334,8 @@ def create_app(
     requests. With match_index (a BankIndex, or a function returning the current
     one) the app also serves ``POST /v1/match`` (node/api.py) to peers and to
     holders of api_token. With witness, it serves ``POST /witness/add-checkpoint``
-    (C2SP tlog-witness, node/witness.py).
+    (C2SP tlog-witness, node/witness.py). session_secret (keys/session.key) makes
+    its session tokens valid at every serve process of the node (node/tokens.py).
     """
     app = web.Application(
         client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
@@ -345,11 +355,12 @@ def create_app(
         return cached[0][1]
 
     store = (
-        SessionStore(server_name, configured_peers)
+        SessionStore(server_name, configured_peers, secret=session_secret)
         if clock is None
-        else SessionStore(server_name, configured_peers, clock=clock)
+        else SessionStore(server_name, configured_peers, clock=clock, secret=session_secret)
     )
     setup_auth(app, store, is_public=directory.is_public_path)
+    setup_auth_check(app, directory.origin_of)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/logs", list_logs)
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/checkpoint", get_checkpoint)
