@@ -32,7 +32,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP)
+# Debian's nginx, unpacked into build/ (no service installed or started), for the
+# tests and benchmarks of serving an exported tree (tests/nginxhelpers.py).
+NGINX := build/nginx/usr/sbin/nginx
+$(NGINX):
+	mkdir -p build/debs
+	cd build/debs && { apt-get download nginx || { apt-get -o DPkg::Lock::Timeout=900 update && apt-get download nginx; }; }
+	dpkg-deb -x "$$(ls build/debs/nginx_*.deb | tail -n 1)" build/nginx
+	touch $@
+
+test: $(STAMP) $(NGINX)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -21,7 +21,7 @@ def export_command(home: Path, directory: Path, fmt: str) -> None:
     answers, each written to a temporary file and renamed into place, the
     checkpoint last. Run again to write only what changed: new tiles and bundles,
     and content bundles rewritten where content was erased. Serve DIRECTORY/log/
-    with nginx (docs/static-serving.md), or let 'hashfed serve --export DIRECTORY'
+    with nginx (docs/scaling.md), or let 'hashfed serve --export DIRECTORY'
     keep it current.
 
     \b

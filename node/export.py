@@ -26,7 +26,7 @@ Rules, so that any web server can serve the tree while it is being updated:
   (tlog-tiles clients fall back to the full one).
 
 The web server serves ``DIR/log/`` only; the state file and temporary files
-stay outside what it exposes (see docs/static-serving.md).
+stay outside what it exposes (see docs/scaling.md).
 """
 
 from __future__ import annotations
