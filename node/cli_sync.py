@@ -27,6 +27,7 @@ from hashfed.node.export import export_loop
 from hashfed.node.home import Node, open_node
 from hashfed.node.output import emit, output_options
 from hashfed.node.policyfile import load_policy, quorum_check
+from hashfed.node.replica import run_replica
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
 from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
@@ -324,6 +325,12 @@ async def witness_loop(
     help="Keep this static tlog-tiles tree current (as 'hashfed export' writes it) after "
     "every publish, sync or withdrawal, for nginx or a CDN to serve.",
 )
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Run a read replica: serve logs, tiles and matches from the database another "
+    "'hashfed serve' writes on this host, picking up its changes (docs/scaling.md).",
+)
 @click.pass_obj
 def serve_command(
     home: Path,
@@ -332,6 +339,7 @@ def serve_command(
     interval: float | None,
     no_sync: bool,
     export_dir: Path | None,
+    read_only: bool,
 ) -> None:
     """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
 
@@ -342,7 +350,13 @@ def serve_command(
     \b
     Example:
         hashfed serve --port 8470
+        hashfed serve --read-only --port 8471
     """
+    if read_only:
+        if export_dir is not None or interval is not None:
+            raise click.UsageError("--read-only serves only; it cannot --export or sync")
+        run_replica(home, listen, port)
+        return
     node = open_node(home)
     config = node.config
     server = replace(
