@@ -57,7 +57,16 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
 	touch $@
 
-bench: $(STAMP) $(BENCH_VENV)/.installed
+# wrk (and its LuaJIT) from Debian, unpacked into build/wrk: the load generator of
+# bench/bench_static.py, so that the client is not the bottleneck.
+WRK := build/wrk/usr/bin/wrk
+$(WRK):
+	mkdir -p build/debs
+	cd build/debs && { apt-get download wrk libluajit-5.1-2 || { apt-get -o DPkg::Lock::Timeout=900 update && apt-get download wrk libluajit-5.1-2; }; }
+	for deb in build/debs/wrk_*.deb build/debs/libluajit-5.1-2_*.deb; do dpkg-deb -x "$$deb" build/wrk; done
+	touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.installed $(NGINX) $(WRK)
 	$(PY) -m bench
 
 clean:

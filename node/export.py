@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,22 +95,28 @@ class ExportReport:
 
 
 class _Writer:
-    """Writes files under one root, each atomically (temp file, fsync, rename)."""
+    """Writes files under one root, each atomically (temporary file, then rename).
+
+    Tiles and bundles are not synced one by one (an fsync per file would cost
+    most of an export); :func:`_flush` syncs the file system once before the
+    checkpoints that commit to them are written, durably."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.count = 0
 
-    def write(self, relative: str, data: bytes) -> None:
+    def write(self, relative: str, data: bytes, durable: bool = False) -> None:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, FILE_MODE)
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.chmod(tmp, FILE_MODE)  # whatever the umask
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -239,54 +245,80 @@ def _load_state(root: Path) -> dict[str, dict[str, object]]:
     return logs
 
 
+def _flush(root: Path) -> None:
+    """Syncs the file system holding root (syncfs), so every file written so far is
+    on disk before a checkpoint refers to it."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
     """Brings the static tree at root up to date with every log in the database.
 
     Reads everything in one read transaction, so the tree matches one state of the
-    database. Raises NodeError if root cannot hold the tree.
+    database. Tiles and bundles are written first, synced to disk together, then
+    each changed checkpoint, then the state. Raises NodeError if root's state file
+    is damaged, OSError if root cannot hold the tree.
     """
     root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    writer = _Writer(root)
     state = _load_state(root)
     report = ExportReport()
+    checkpoints: list[tuple[_Writer, LogExport, bytes]] = []
     conn.execute("BEGIN")
     try:
         for log in logstore.list_logs(conn):
             if log.checkpoint is None:
                 continue
-            report.logs.append(_export_log(writer, conn, log, state))
+            sub, done = _export_log(root, conn, log, state)
+            report.logs.append(done)
+            checkpoints.append((sub, done, log.checkpoint.encode()))
     finally:
         conn.execute("ROLLBACK")
-    writer.write(STATE_FILE, json.dumps({"logs": state}, sort_keys=True).encode())
-    writer.count -= 1
+    changed = [c for c in checkpoints if c[1].files or _stale(c[0], c[2])]
+    if changed:
+        _flush(root)
+    for sub, done, checkpoint in changed:
+        sub.write("checkpoint", checkpoint, durable=True)
+        done.files = sub.count
+    _Writer(root).write(STATE_FILE, json.dumps({"logs": state}, sort_keys=True).encode(), True)
     return report
 
 
+def _stale(sub: _Writer, checkpoint: bytes) -> bool:
+    """Reports whether the checkpoint on disk differs from checkpoint."""
+    path = sub.root / "checkpoint"
+    try:
+        return path.read_bytes() != checkpoint
+    except FileNotFoundError:
+        return True
+
+
 def _export_log(
-    writer: _Writer,
+    root: Path,
     conn: sqlite3.Connection,
     log: logstore.LogRow,
     state: dict[str, dict[str, object]],
-) -> LogExport:
+) -> tuple[_Writer, LogExport]:
+    """Writes one log's new tiles and bundles (not its checkpoint) and updates state."""
     prefix = log_prefix(log.origin)
     previous = state.get(log.origin, {})
     old = previous.get("size", 0)
     old_prints = previous.get("content", {})
     if type(old) is not int or not isinstance(old_prints, dict) or old > log.size:
         old, old_prints = 0, {}  # unknown or shrunk (a new database): write it all again
-    sub = _Writer(writer.root / prefix)
+    sub = _Writer(root / prefix)
     new_prints = _content_fingerprints(conn, log.id, log.size)
     if log.size:
         _export_tiles(sub, conn, log.id, old, log.size)
         _export_bundles(sub, conn, log.id, old, log.size)
     rewritten = _export_content(sub, conn, log.id, (old, log.size), old_prints, new_prints)
-    assert log.checkpoint is not None
-    checkpoint = log.checkpoint.encode()
-    path = writer.root / prefix / "checkpoint"
-    if not path.exists() or path.read_bytes() != checkpoint:
-        sub.write("checkpoint", checkpoint)
     state[log.origin] = {"size": log.size, "content": new_prints}
-    return LogExport(log.origin, prefix, log.size, sub.count, rewritten)
+    return sub, LogExport(log.origin, prefix, log.size, sub.count, rewritten)
 
 
 async def export_loop(
