@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from synchelpers import (
     trust,
     use,
 )
+from test_serve_process import free_port, wait_for
 
 P = origin_of("p")
 
@@ -170,3 +174,36 @@ def test_export_command(tmp_path: Path) -> None:
     broken = runner.invoke(cli, ["-d", home, "export", str(tmp_path / "tree")])
     assert broken.exit_code == 1 and "delete it to export everything" in broken.output
     assert os.path.isdir(tmp_path / "tree" / "log")
+
+
+def test_serve_keeps_the_tree_current(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    publish(p, 3)
+    tree = tmp_path / "tree"
+    checkpoint = tree / log_prefix(P) / "checkpoint"
+    port = free_port()
+    command = [sys.executable, "-m", "hashfed.node", "--dir", str(p.config.home), "serve"]
+    server = subprocess.Popen(
+        [*command, "--no-sync", "--port", str(port), "--export", str(tree)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", None, server)  # type: ignore[arg-type]
+        wait_until(lambda: checkpoint.is_file(), server)
+        publish(p, 2, seed=2)  # this process commits; the server's exporter follows
+        wait_until(lambda: checkpoint.read_text().split("\n")[1] == "5", server)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def wait_until(condition: Callable[[], bool], server: subprocess.Popen[bytes]) -> None:
+    """Waits for condition (an export landing), failing if the server exits first."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert server.poll() is None, "hashfed serve exited early"
+        assert time.monotonic() < deadline, "the export did not land within a minute"
+        time.sleep(0.05)
