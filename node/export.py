@@ -17,7 +17,8 @@ Rules, so that any web server can serve the tree while it is being updated:
 * **Incremental.** ``DIR/.hashfed-export.json`` remembers, per log, the size
   exported and a fingerprint of which entries of each content bundle still
   have content. An export writes the tiles and bundles that grew, and the
-  content bundles whose content changed; nothing else.
+  content bundles whose content changed; nothing else. A log that did not grow
+  costs one comparison of its checkpoint (which may have new cosignatures).
 * **Erasure.** A content bundle holds what ``hashfed serve`` would serve at
   the same moment: retracted content is left out as soon as the database
   erases it (on the same schedule), and every partial version of that bundle
@@ -312,6 +313,11 @@ def _export_log(
     if type(old) is not int or not isinstance(old_prints, dict) or old > log.size:
         old, old_prints = 0, {}  # unknown or shrunk (a new database): write it all again
     sub = _Writer(root / prefix)
+    if old == log.size and "size" in previous:
+        # Content is erased only by a retraction, which is an entry of the same log:
+        # a log that did not grow lost no content (its checkpoint may still have
+        # gained cosignatures; the caller compares it).
+        return sub, LogExport(log.origin, prefix, log.size)
     new_prints = _content_fingerprints(conn, log.id, log.size)
     if log.size:
         _export_tiles(sub, conn, log.id, old, log.size)

@@ -207,3 +207,17 @@ def wait_until(condition: Callable[[], bool], server: subprocess.Popen[bytes]) -
         assert server.poll() is None, "hashfed serve exited early"
         assert time.monotonic() < deadline, "the export did not land within a minute"
         time.sleep(0.05)
+
+
+def test_same_size_new_checkpoint_is_rewritten(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    publish(p, 3)
+    root = tmp_path / "tree"
+    export_logs(p.db.conn, root)
+    # The same tree with one more (cosignature) line: only the checkpoint changes.
+    note = p.db.conn.execute("SELECT checkpoint FROM logs WHERE origin = ?", (P,)).fetchone()[0]
+    cosigned = note + "— witness.example/w AAAAAA==\n"
+    p.db.conn.execute("UPDATE logs SET checkpoint = ? WHERE origin = ?", (cosigned, P))
+    report = export_logs(p.db.conn, root)
+    assert report.files == 1
+    assert (root / log_prefix(P) / "checkpoint").read_text() == cosigned
