@@ -63,7 +63,17 @@ $(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM): $(VENV)/bin/python
 
 corpus: $(CORPUS)/.ready-$(CORPUS_PILLOW)-$(CORPUS_PYDICOM)
 
-test: $(STAMP) $(WARM) tools corpus
+
+# Debian's nginx, unpacked into build/ (no service installed or started), for the
+# tests and benchmarks of serving an exported tree (tests/nginxhelpers.py).
+NGINX := build/nginx/usr/sbin/nginx
+$(NGINX):
+	mkdir -p build/debs
+	cd build/debs && { apt-get download nginx || { apt-get -o DPkg::Lock::Timeout=900 update && apt-get download nginx; }; }
+	dpkg-deb -x "$$(ls build/debs/nginx_*.deb | tail -n 1)" build/nginx
+	touch $@
+
+test: $(STAMP) $(WARM) tools corpus $(NGINX)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Operations tests: promtool (from Debian's prometheus package, unpacked, its daemon
@@ -94,7 +104,16 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/pip install --quiet "threatexchange==1.2.17" "faiss-cpu>=1.8"
 	touch $@
 
-bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed corpus
+# wrk (and its LuaJIT) from Debian, unpacked into build/wrk: the load generator of
+# bench/bench_static.py, so that the client is not the bottleneck.
+WRK := build/wrk/usr/bin/wrk
+$(WRK):
+	mkdir -p build/debs
+	cd build/debs && { apt-get download wrk libluajit-5.1-2 || { apt-get -o DPkg::Lock::Timeout=900 update && apt-get download wrk libluajit-5.1-2; }; }
+	for deb in build/debs/wrk_*.deb build/debs/libluajit-5.1-2_*.deb; do dpkg-deb -x "$$deb" build/wrk; done
+	touch $@
+
+bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed corpus $(NGINX) $(WRK)
 	$(PY) -m bench
 
 clean:

@@ -8,7 +8,15 @@ import sys
 
 from bench.table import Row, render
 
-MODULES = ["bench_log", "bench_hash", "bench_sync", "bench_match", "bench_witness", "bench_serve"]
+MODULES = [
+    "bench_log",
+    "bench_hash",
+    "bench_sync",
+    "bench_match",
+    "bench_witness",
+    "bench_serve",
+    "bench_static",
+]
 
 
 def main() -> int:

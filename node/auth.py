@@ -5,15 +5,18 @@ session request (:mod:`hashfed.protocol.session`) signed with its
 peer-authentication key. The :class:`SessionStore` checks the signature
 against the configured peers' keys, that the request is addressed to this node,
 fresh (within ``window`` seconds of the server's clock) and not replayed, and
-hands back a random bearer token valid for ``ttl`` seconds. Every other request
-carries ``Authorization: Bearer <token>``, which costs one SHA-256 and one dict
+hands back a bearer token valid for ``ttl`` seconds. Every other request
+carries ``Authorization: Bearer <token>``, which costs one HMAC and one dict
 lookup: no signature check per tile.
 
-The store keeps only SHA-256(token), so a memory dump or a log line never holds
-a usable token, and looking a token up by its hash does not leak, by timing,
-anything about the token itself. Tokens and keys are never logged; aiohttp's
-default access log format (:data:`ACCESS_LOG_FORMAT`) records no request header
-but Referer and User-Agent.
+Tokens are stateless (hashfed-token/v1, :mod:`hashfed.node.tokens`): MACed with
+the node's session secret and bound to its origin, so every ``serve`` process
+of the node (the writer and its read replicas) verifies a token any of them
+issued, with no shared memory. The peer is looked up by the token's key id
+among the peers configured *now*, so removing or re-keying a peer ends its
+tokens at once. Tokens and keys are never logged; aiohttp's default access log
+format (:data:`ACCESS_LOG_FORMAT`) records no request header but Referer and
+User-Agent.
 
 The server wires it in with::
 
@@ -22,21 +25,21 @@ The server wires it in with::
     ...
     check_read(request, origin, public=origin in config.server.public_logs)
 
-Everything is in memory: a restarted server forgets its sessions, and peers
-simply open new ones (the client renews on a 401).
+Only the replay cache of session-request nonces is in memory (per process);
+a process without the secret file mints tokens only it accepts, and peers
+simply open new sessions (the client renews on a 401).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from aiohttp import web
 from hashfed.node.ownlog import Clock, system_clock
 from hashfed.node.peers import Peer
+from hashfed.node.tokens import InvalidToken, check_token, key_id, mint_token
 from hashfed.protocol.errors import MalformedSessionRequest
 from hashfed.protocol.session import parse_session_request
 from hashfed.signing.errors import (
@@ -56,8 +59,9 @@ HEALTH_PATHS = ("/healthz", "/readyz")
 """Liveness and readiness checks (node/readiness.py), served without authentication."""
 
 # Paths that need no peer session: the case desk (people use it, with their PIN)
-# and the witness endpoint (a checkpoint's signature is its authentication).
-OPEN_PREFIXES = ("/v1/cases", "/witness/add-checkpoint")
+# the witness endpoint (a checkpoint's signature is its authentication) and the
+# proxy's authorisation check (node/authcheck.py, which checks the token itself).
+OPEN_PREFIXES = ("/v1/cases", "/witness/add-checkpoint", "/v1/auth/check")
 """Paths for people rather than peers, served without a session (the case desk, node/caseapi.py)."""
 
 MAX_SESSION_BODY = 8192
@@ -68,9 +72,6 @@ DEFAULT_TTL = 600
 
 DEFAULT_WINDOW = 60
 """Seconds a session request's time may differ from the server's clock."""
-
-MAX_TOKENS_PER_PEER = 16
-"""Live tokens kept per peer; opening one more drops that peer's oldest."""
 
 MAX_NONCES = 100_000
 """Most nonces remembered at once; beyond it new sessions are refused (503) until some expire."""
@@ -99,13 +100,6 @@ class AuthError(Exception):
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="hashfed"'
         return web.json_response({"error": self.message}, status=self.status, headers=headers)
-
-
-@dataclass(frozen=True)
-class _Session:
-    peer_name: str
-    vkey: str
-    expires: int
 
 
 class _PeerKeys:
@@ -144,6 +138,7 @@ class SessionStore:
         clock: Clock = system_clock,
         ttl: int = DEFAULT_TTL,
         window: int = DEFAULT_WINDOW,
+        secret: bytes | None = None,
     ) -> None:
         if ttl <= 0 or window <= 0:
             raise ValueError("ttl and window must be positive")
@@ -152,7 +147,10 @@ class SessionStore:
         self._clock = clock
         self.ttl = ttl
         self.window = window
-        self._sessions: dict[bytes, _Session] = {}
+        # Tokens are stateless (node/tokens.py): any process holding the secret
+        # verifies them. Without one, this process's tokens are its own.
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._by_key: tuple[Mapping[str, Peer], dict[bytes, Peer]] | None = None
         self._nonces: dict[bytes, int] = {}  # nonce -> last second it could be accepted
 
     def open_session(self, body: bytes) -> tuple[str, int]:
@@ -196,49 +194,46 @@ class SessionStore:
         if len(self._nonces) >= MAX_NONCES:
             raise AuthError(503, "too many session requests; try again in a minute")
         self._nonces[request.nonce] = request.time + self.window
-        token = secrets.token_urlsafe(32)
         expires = now + self.ttl
-        self._drop_oldest(peer.name)
-        self._sessions[_digest(token)] = _Session(peer.name, peer.vkey, expires)
-        return token, expires
+        return mint_token(self._secret, self.server_name, peer.vkey, expires), expires
 
     def authenticate(self, authorization_header: str | None) -> Peer:
         """Returns the peer whose live session token the Authorization header carries.
 
-        Raises AuthError(401) for a missing, malformed, unknown or expired
-        token, or one whose peer is no longer configured.
+        Raises AuthError(401) for a missing, malformed, forged or expired
+        token, or one whose peer is no longer configured (or has a new key).
         """
+        return self.authenticate_until(authorization_header)[0]
+
+    def authenticate_until(self, authorization_header: str | None) -> tuple[Peer, int]:
+        """Returns (peer, token expiry) for the Authorization header; see authenticate."""
         if authorization_header is None:
             raise AuthError(401, "authentication required: open a session at " + SESSION_PATH)
         scheme, _, token = authorization_header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(401, "the Authorization header must be 'Bearer <session token>'")
-        digest = _digest(token)
-        session = self._sessions.get(digest)
-        if session is None:
-            raise AuthError(401, "unknown or expired session token")
-        if session.expires <= self._clock():
-            del self._sessions[digest]
-            raise AuthError(401, "unknown or expired session token")
-        peer = self._peers().get(session.peer_name)
-        if peer is None or peer.vkey != session.vkey:
-            del self._sessions[digest]
+        try:
+            claims = check_token(self._secret, self.server_name, token, self._clock())
+        except InvalidToken as exc:
+            raise AuthError(401, str(exc)) from None
+        current = self._peers()
+        peer = self._peer_by_key(current, claims.key_id, rebuild=False)
+        if peer is None or current.get(peer.name) != peer:
+            peer = self._peer_by_key(current, claims.key_id, rebuild=True)
+        if peer is None or current.get(peer.name) != peer:
             raise AuthError(401, "the session's peer is no longer configured")
-        return peer
+        return peer, claims.expires
+
+    def _peer_by_key(self, current: Mapping[str, Peer], kid: bytes, rebuild: bool) -> Peer | None:
+        """Looks a key id up among the peers, indexing them anew for a new mapping or
+        when asked (the caller re-checks the answer against the current mapping)."""
+        if rebuild or self._by_key is None or self._by_key[0] is not current:
+            self._by_key = (current, {key_id(p.vkey): p for p in current.values()})
+        return self._by_key[1].get(kid)
 
     def _purge(self, now: int) -> None:
         self._nonces = {n: t for n, t in self._nonces.items() if t >= now}
-        self._sessions = {d: s for d, s in self._sessions.items() if s.expires > now}
-
-    def _drop_oldest(self, peer_name: str) -> None:
-        mine = sorted((s.expires, d) for d, s in self._sessions.items() if s.peer_name == peer_name)
-        for _, digest in mine[: max(0, len(mine) - MAX_TOKENS_PER_PEER + 1)]:
-            del self._sessions[digest]
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 SESSION_STORE_KEY = web.AppKey("hashfed_session_store", SessionStore)

@@ -29,6 +29,7 @@ LAZY_COMMANDS = {
     "case": "hashfed.node.cli_case:case_group",
     "cases": "hashfed.node.cli_case:cases_group",
     "evidence": "hashfed.node.cli_witness:evidence_group",
+    "export": "hashfed.node.cli_export:export_command",
     "feedback": "hashfed.node.cli_match:feedback_command",
     "hash": "hashfed.node.cli_hash:hash_command",
     "log": "hashfed.node.cli_log:log_group",

@@ -46,8 +46,18 @@ def peers_group() -> None:
     metavar="ORIGIN",
     help="Let the peer read only this origin's log (repeat for more). Default: every log.",
 )
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Another base URL serving the same logs (a mirror, a static tree behind nginx or "
+    "a CDN); sync fails over to them in order. Repeatable.",
+)
 @click.pass_obj
-def peers_add(home: Path, name: str, url: str, vkey: str, read: tuple[str, ...]) -> None:
+def peers_add(
+    home: Path, name: str, url: str, vkey: str, read: tuple[str, ...], mirrors: tuple[str, ...]
+) -> None:
     """Add the peer NAME, served at URL, that authenticates with the key VKEY.
 
     VKEY is the peer's peer-authentication key, the line labelled 'peer' in
@@ -62,9 +72,11 @@ def peers_add(home: Path, name: str, url: str, vkey: str, read: tuple[str, ...])
             'stopncii.example/bank+1a2b3c4d+AUx...'
         hashfed peers add partner-b http://10.0.0.7:8470 'b.example/hashfed+...' \\
             --read stopncii.example/bank
+        hashfed peers add stopncii https://hashfed.stopncii.example 'stopncii...' \\
+            --mirror https://cdn.stopncii.example/hashfed
     """
     with open_node(home) as node, transaction(node.db) as conn:
-        peer = peers.add_peer(conn, name, url, vkey, read or None)
+        peer = peers.add_peer(conn, name, url, vkey, read or None, mirrors)
     scope = "every log" if peer.read is None else ", ".join(peer.read)
     where = f"at {peer.url}" if peer.url else "(reads only; never synced from)"
     click.echo(f"added peer {peer.name} {where} (key {peer.key_name}); it may read {scope}")

@@ -281,6 +281,19 @@ async def witness_loop(
 @click.option("--interval", type=click.FloatRange(min=1), help="Seconds between background syncs.")
 @click.option("--no-sync", is_flag=True, help="Serve only; do not sync in the background.")
 @log_options
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep this static tlog-tiles tree current (as 'hashfed export' writes it) after "
+    "every publish, sync or withdrawal, for nginx or a CDN to serve.",
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Run a read replica: serve logs, tiles and matches from the database another "
+    "'hashfed serve' writes on this host, picking up its changes (docs/scaling.md).",
+)
 @click.pass_obj
 def serve_command(
     home: Path,
@@ -290,6 +303,8 @@ def serve_command(
     no_sync: bool,
     log_level: str | None,
     log_format: str | None,
+    export_dir: Path | None,
+    read_only: bool,
 ) -> None:
     """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
 
@@ -305,12 +320,20 @@ def serve_command(
     \b
     Example:
         hashfed serve --port 8470
+        hashfed serve --read-only --port 8471
     """
+    if read_only:
+        if export_dir is not None or interval is not None:
+            raise click.UsageError("--read-only serves only; it cannot --export or sync")
+        from hashfed.node.replica import run_replica
+
+        run_replica(home, listen, port, log_level, log_format)
+        return
     # Imported here: serving needs aiohttp's server, the case desk and the index, which
     # no other command of this module loads.
     from hashfed.node.serving import ServeOptions, exit_now, serve
 
-    options = ServeOptions(listen, port, interval, no_sync, log_level, log_format)
+    options = ServeOptions(listen, port, interval, no_sync, log_level, log_format, export_dir)
     serve(home, options, announce=_announce)
     exit_now()
 

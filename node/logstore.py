@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hashfed.protocol.merkle import EMPTY_ROOT, HASH_SIZE
-from hashfed.protocol.records import HashContent, Kind
-from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, decode_bundle
+from hashfed.protocol.records import SALT_SIZE, ContentEncoder, HashContent, Kind
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, decode_bundle, encode_bundle
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,48 @@ def bank_content(
         int(added),
         bytes(salt),
     )
+
+
+def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int) -> bytes:
+    """Returns content bundle index: each entry's content, empty where there is none.
+
+    Content is re-encoded from the bank row (the encoding is canonical, so the
+    bytes are the ones the author committed to). Retracted and erased entries,
+    and entries that are not hash additions, have empty content.
+    """
+    start = index * ENTRY_BUNDLE_WIDTH
+    items = [b""] * width
+    rows = conn.execute(
+        "SELECT idx, kind, hash, quality, labels, added, salt FROM bank WHERE log_id = ?"
+        " AND idx >= ? AND idx < ? AND status != 'retracted' AND hash IS NOT NULL"
+        " AND salt IS NOT NULL",
+        (log_id, start, start + width),
+    )
+    encoders: dict[tuple[str, str, int], ContentEncoder] = {}
+    for idx, kind, digest, quality, labels, added, salt in rows:
+        digest, salt = bytes(digest), bytes(salt)
+        # ContentEncoder is HashContent.encode() for well-formed fields, much faster;
+        # anything else (a mirrored row kept but not applied) takes the generic path.
+        if (
+            len(salt) == SALT_SIZE
+            and type(added) is int
+            and added >= 0
+            and (
+                (
+                    kind == "pdq"
+                    and len(digest) == 32
+                    and type(quality) is int
+                    and 0 <= quality <= 100
+                )
+                or (kind == "md5" and len(digest) == 16 and quality is None)
+            )
+        ):
+            key = (kind, labels, added)
+            encoder = encoders.get(key)
+            if encoder is None:
+                label_tuple = tuple(labels.split(",")) if labels else ()
+                encoder = encoders[key] = ContentEncoder(Kind(kind), label_tuple, added)
+            items[idx - start] = encoder.encode(digest, quality, salt)
+            continue
+        items[idx - start] = bank_content(kind, digest, quality, labels, added, salt).encode()
+    return encode_bundle(items)

@@ -52,6 +52,12 @@ class Peer:
     read: tuple[str, ...] | None = None
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The base URLs to sync from, in order of preference (the node's own first,
+        then its mirrors and static trees); empty for a peer that only reads."""
+        return tuple(self.url.split())
+
+    @property
     def key_name(self) -> str:
         """The name of the peer's key: its origin, and the audience of sessions with it."""
         return self.vkey.split("+", 1)[0]
@@ -139,15 +145,26 @@ def _peer(row: tuple[str, str, str, str | None]) -> Peer:
 
 
 def add_peer(
-    conn: sqlite3.Connection, name: str, url: str, vkey: str, read: tuple[str, ...] | None = None
+    conn: sqlite3.Connection,
+    name: str,
+    url: str,
+    vkey: str,
+    read: tuple[str, ...] | None = None,
+    mirrors: tuple[str, ...] = (),
 ) -> Peer:
     """Adds a peer and returns it, refusing a bad name, URL or key and any duplicate.
 
     read None (or empty) lets the peer read every log; otherwise it names the
-    only origins it may read.
+    only origins it may read. mirrors are further base URLs serving the same
+    logs (tlog-mirrors, static trees), tried in order after url; they are kept
+    in the url column, separated by spaces.
     """
     check_peer_name(name)
     url = check_url(url)
+    extra = [check_url(m) for m in mirrors]
+    if extra and (not url or "" in extra):
+        raise InvalidPeer("a peer that only reads (URL -) cannot have mirrors")
+    url = " ".join(dict.fromkeys([url, *extra]))
     check_ed25519_vkey(vkey)
     read = tuple(dict.fromkeys(read)) if read else None
     for origin in read or ():

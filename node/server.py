@@ -11,6 +11,8 @@ their origin wrote them.
     GET /log/<hash>/tile/entries/<N>[.p/<W>]   entry bundles (gzip when accepted)
     GET /log/<hash>/content/<N>[.p/<W>]        content bundles (specs/protocol.md)
     POST /v1/auth/session                      peer authentication (node/auth.py)
+    GET /v1/auth/check                         may this request be served? (for nginx,
+                                               node/authcheck.py)
     POST /v1/match                             match a batch of hashes (node/api.py)
     GET /healthz                               liveness (node/readiness.py)
     GET /readyz                                readiness: database and match index
@@ -34,6 +36,7 @@ from aiohttp import web
 from hashfed.node import accesslog, logstore, peers
 from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
+from hashfed.node.authcheck import setup_auth_check
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
 from hashfed.node.metrics import METRICS_KEY, Metrics
@@ -41,9 +44,7 @@ from hashfed.node.readiness import Readiness, setup_health
 from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
-from hashfed.protocol.records import SALT_SIZE, ContentEncoder, Kind
 from hashfed.protocol.tiles import (
-    ENTRY_BUNDLE_WIDTH,
     TILE_HEIGHT,
     TILE_WIDTH,
     encode_bundle,
@@ -105,6 +106,11 @@ class LogDirectory:
     def find(self, origin_hash: str) -> _Served | None:
         log = self._logs().get(origin_hash)
         return None if log is None else _Served(log, log.origin in self.public)
+
+    def origin_of(self, origin_hash: str) -> tuple[str, bool] | None:
+        """Returns (origin, public) of the log served under origin_hash, or None."""
+        served = self.find(origin_hash)
+        return None if served is None else (served.log.origin, served.public)
 
     def is_public_path(self, path: str) -> bool:
         parts = path.split("/", 3)
@@ -242,57 +248,10 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     log = served.log
     if _available_width(log.size, 0, ref.index) < ref.width:
         raise web.HTTPNotFound(text="the log does not have that bundle yet\n")
-    body = content_bundle(request.app[DIRECTORY].conn, log.id, ref.index, ref.width)
+    body = logstore.content_bundle(request.app[DIRECTORY].conn, log.id, ref.index, ref.width)
     headers = {"Cache-Control": _cache(served, CONTENT_CACHE)}
     body = _gzip_if_accepted(request, body, headers)
     return web.Response(body=body, content_type="application/octet-stream", headers=headers)
-
-
-def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int) -> bytes:
-    """Returns content bundle index: each entry's content, empty where there is none.
-
-    Content is re-encoded from the bank row (the encoding is canonical, so the
-    bytes are the ones the author committed to). Retracted and erased entries,
-    and entries that are not hash additions, have empty content.
-    """
-    start = index * ENTRY_BUNDLE_WIDTH
-    items = [b""] * width
-    rows = conn.execute(
-        "SELECT idx, kind, hash, quality, labels, added, salt FROM bank WHERE log_id = ?"
-        " AND idx >= ? AND idx < ? AND status != 'retracted' AND hash IS NOT NULL"
-        " AND salt IS NOT NULL",
-        (log_id, start, start + width),
-    )
-    encoders: dict[tuple[str, str, int], ContentEncoder] = {}
-    for idx, kind, digest, quality, labels, added, salt in rows:
-        digest, salt = bytes(digest), bytes(salt)
-        # ContentEncoder is HashContent.encode() for well-formed fields, much faster;
-        # anything else (a mirrored row kept but not applied) takes the generic path.
-        if (
-            len(salt) == SALT_SIZE
-            and type(added) is int
-            and added >= 0
-            and (
-                (
-                    kind == "pdq"
-                    and len(digest) == 32
-                    and type(quality) is int
-                    and 0 <= quality <= 100
-                )
-                or (kind == "md5" and len(digest) == 16 and quality is None)
-            )
-        ):
-            key = (kind, labels, added)
-            encoder = encoders.get(key)
-            if encoder is None:
-                label_tuple = tuple(labels.split(",")) if labels else ()
-                encoder = encoders[key] = ContentEncoder(Kind(kind), label_tuple, added)
-            items[idx - start] = encoder.encode(digest, quality, salt)
-            continue
-        items[idx - start] = logstore.bank_content(
-            kind, digest, quality, labels, added, salt
-        ).encode()
-    return encode_bundle(items)
 
 
 def _timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -318,6 +277,7 @@ def create_app(
     api_token: str | None = None,
     witness: Witness | None = None,
     readiness: Readiness | None = None,
+    session_secret: bytes | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
@@ -326,7 +286,9 @@ def create_app(
     one) the app also serves ``POST /v1/match`` (node/api.py) to peers and to
     holders of api_token. With witness, it serves ``POST /witness/add-checkpoint``
     (C2SP tlog-witness, node/witness.py). readiness is what ``GET /readyz`` reports
-    on besides the database (default: nothing to wait for).
+    on besides the database (default: nothing to wait for). session_secret
+    (keys/session.key) makes its session tokens valid at every serve process of the
+    node (node/tokens.py).
     """
     app = web.Application(
         client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
@@ -348,12 +310,13 @@ def create_app(
         return cached[0][1]
 
     store = (
-        SessionStore(server_name, configured_peers)
+        SessionStore(server_name, configured_peers, secret=session_secret)
         if clock is None
-        else SessionStore(server_name, configured_peers, clock=clock)
+        else SessionStore(server_name, configured_peers, clock=clock, secret=session_secret)
     )
     setup_auth(app, store, is_public=directory.is_public_path)
     setup_health(app, readiness or Readiness(), conn)
+    setup_auth_check(app, directory.origin_of)
     app.router.add_get("/logs", list_logs)
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/checkpoint", get_checkpoint)
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/tile/{tail:.+}", get_tile)
@@ -367,4 +330,4 @@ def create_app(
     return app
 
 
-__all__ = ["HASH_SIZE", "content_bundle", "create_app"]
+__all__ = ["HASH_SIZE", "create_app"]

@@ -45,12 +45,14 @@ from hashfed.node.cli_sync import witness_loop
 from hashfed.node.config import ServerConfig, load_config
 from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
+from hashfed.node.export import export_loop
 from hashfed.node.home import Node, ensure_admin_token, open_node
 from hashfed.node.indexload import IndexLoader, use_node_cache
 from hashfed.node.logsetup import start_logging
 from hashfed.node.readiness import Readiness
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop
+from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.witness import Witness
 
 SHUTDOWN_GRACE = 1.0
@@ -77,6 +79,7 @@ class ServeOptions:
     no_sync: bool = False
     log_level: str | None = None
     log_format: str | None = None
+    export_dir: Path | None = None
 
 
 Announce = Callable[[str], None]
@@ -97,7 +100,7 @@ def serve(home: Path, options: ServeOptions, announce: Announce) -> None:
             except BaseException:
                 node.close()
                 raise
-            asyncio.run(_serve(node, server, tls, options.no_sync, announce))
+            asyncio.run(_serve(node, server, tls, options, announce))
         except _Stopped:
             return
 
@@ -187,7 +190,7 @@ async def _serve(
     node: Node,
     server: ServerConfig,
     tls: ssl.SSLContext | None,
-    no_sync: bool,
+    options: ServeOptions,
     announce: Announce,
 ) -> None:
     """Serves until a stop signal."""
@@ -214,6 +217,7 @@ async def _serve(
         api_token=node.api_token(),
         witness=Witness(witness_db, node.witness_signer(), lambda: int(time.time())),
         readiness=readiness,
+        session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
     )
     if config.metrics.enabled:
         setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
@@ -229,8 +233,11 @@ async def _serve(
 
     async def background(_app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_once(bound, witness_loop(push_db, node.config)))]
-        if not no_sync:
+        if not options.no_sync:
             tasks.append(asyncio.create_task(_once(bound, sync_loop(node, on_round=after_round))))
+        if options.export_dir is not None:
+            exporting = export_loop(config.database, options.export_dir)
+            tasks.append(asyncio.create_task(_once(bound, exporting)))
         yield
         await _cancel(tasks)
         node.close()

@@ -19,7 +19,8 @@ from hashfed.signing.keys import parse_verifier
 from hashfed.sync.auth import SessionClient
 from hashfed.sync.engine import ApplyPolicy, Progress, SyncResult, sync_origin
 from hashfed.sync.errors import Equivocation, Halted, SyncError
-from hashfed.sync.fetch import HttpFetcher, Limits
+from hashfed.sync.failover import peer_fetcher
+from hashfed.sync.fetch import Limits
 
 Clock = Callable[[], int]
 log = logging.getLogger("hashfed.sync")
@@ -69,7 +70,9 @@ async def sync_node(
     outcomes = []
     async with aiohttp.ClientSession() as session:
         fetchers = [
-            HttpFetcher(session, p.name, p.url, SessionClient(node.peer_signer, p.key_name), limits)
+            peer_fetcher(
+                session, p.name, p.urls, SessionClient(node.peer_signer, p.key_name), limits
+            )
             for p in peer_list
         ]
         for log in trusted:

@@ -41,6 +41,11 @@ MAX_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 MAX_BUNDLE_BYTES = ENTRY_BUNDLE_WIDTH * (2 + 65535)
 
 
+GET_ONLY = (404, 405)
+"""Answers to a session request that mean the server has no session endpoint (a
+GET-only mirror or static tree): only public logs can be read there."""
+
+
 class Fetcher(Protocol):
     """Reads one peer's copy of logs; see the module docstring for the contract."""
 
@@ -121,11 +126,17 @@ class HttpFetcher:
             try:
                 headers["Authorization"] = await self._auth.authorization(self._session, self._base)
             except SessionRefused as exc:
-                if exc.status != 401:
+                if exc.status not in (401, *GET_ONLY):
                     raise PeerFault(f"{self.name}: refused a session: {exc}") from None
-                # Not one of its peers: public logs can still be read anonymously;
-                # a private one answers 401 below, naming the refusal.
+                # Not one of its peers, or a GET-only mirror (a static tree) that has
+                # no session endpoint: public logs can still be read anonymously; a
+                # private one answers 401 below, naming the refusal.
                 self._anonymous, self._refusal = True, str(exc)
+                if exc.status in GET_ONLY:
+                    self._refusal = (
+                        f"it has no session endpoint (HTTP {exc.status}): a GET-only mirror "
+                        "serves public logs only"
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise PeerFault(f"{self.name}: session request failed: {exc!r}") from None
         try:

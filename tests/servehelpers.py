@@ -108,3 +108,20 @@ def stop(served: Served) -> int:
         served.proc.wait()
         served.fail("hashfed serve did not stop within 60 s of SIGTERM")
         raise
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Waits until GET url answers 200 from a server started by hand (bounded by
+    START_BOUND), failing with its output if it exits first."""
+    deadline = time.monotonic() + START_BOUND
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"hashfed serve exited with {proc.returncode}:\n{output}")
+        try:
+            if status_of(url) == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{url} did not answer 200 within {START_BOUND:.0f} s")

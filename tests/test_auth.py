@@ -102,7 +102,7 @@ async def open_session(client: Client, body: str | bytes, status: int = 200) -> 
         return str(doc["error"])
     assert resp.headers["Cache-Control"] == "no-store"
     assert doc["expires"] == NOW + 600
-    assert len(base64.urlsafe_b64decode(doc["token"] + "=")) == 32
+    assert len(base64.urlsafe_b64decode(doc["token"] + "=")) == 65  # hashfed-token/v1
     return str(doc["token"])
 
 

@@ -1,0 +1,144 @@
+"""``hashfed serve --read-only``: a read replica over the database another process writes.
+
+A replica serves what partners read — logs, tiles, bundles, content, the match
+API and the proxy's authorisation check — from the node's SQLite database,
+which the writer (``hashfed serve``, ``hashfed publish``…) writes on the same
+host. SQLite's WAL mode lets any number of readers run beside one writer, each
+seeing a consistent snapshot, so replicas need no coordination:
+
+* the connection is ``PRAGMA query_only``: a replica never writes, never
+  migrates the schema (a writer and replicas of different schema versions are
+  refused), and runs no sync, no witness push, no case desk, no export;
+* new checkpoints, tiles, bank changes and peers are picked up without a
+  restart: the server re-reads logs and peers whenever ``PRAGMA data_version``
+  says another connection committed, and the match index refreshes every few
+  seconds (node/bankindex.py);
+* tokens any process of the node issued are accepted (node/tokens.py), given
+  the same ``keys/session.key``.
+
+Across hosts, replicas serve the exported tree instead (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+from hashfed.node.bankindex import REFRESH_INTERVAL, BankIndex, refresh_loop
+from hashfed.node.config import NodeConfig, ServerConfig, load_config
+from hashfed.node.db import SCHEMA_VERSION
+from hashfed.node.errors import NodeError
+from hashfed.node.home import API_TOKEN_FILE
+from hashfed.node.logsetup import start_logging
+from hashfed.node.server import create_app
+from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.signing.keys import read_key_file
+
+
+def open_replica_database(path: Path) -> sqlite3.Connection:
+    """Returns a connection that reads the node database at path and can never write it.
+
+    Raises NodeError if there is no database, it is not in WAL mode, or its schema
+    is not the one this hashfed reads (replicas never migrate: upgrade the writer).
+    """
+    if not path.is_file():
+        raise NodeError(f"no node database at {path}; start the writer ('hashfed serve') first")
+    # Read-write open (without writing) so SQLite can use the WAL index beside the file.
+    conn = sqlite3.connect(
+        f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA busy_timeout=60000")
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise NodeError(f"cannot read the node database {path}: {exc}") from None
+    if str(mode).lower() != "wal" or version != SCHEMA_VERSION:
+        conn.close()
+        raise NodeError(
+            f"the node database {path} has schema {version} in {mode} mode; a read replica "
+            f"of this hashfed needs schema {SCHEMA_VERSION} in WAL mode (upgrade and start "
+            "the writer first)"
+        )
+    return conn
+
+
+def create_replica_app(
+    config: NodeConfig,
+    server: ServerConfig | None = None,
+    refresh: float = REFRESH_INTERVAL,
+) -> web.Application:
+    """Builds a read replica's app for the node configured in config (its home)."""
+    conn = open_replica_database(config.database)
+    try:
+        index = BankIndex.load(
+            conn, thresholds=config.match.thresholds, default_threshold=config.match.threshold
+        )
+        api_token_path = config.home / API_TOKEN_FILE
+        api_token = read_key_file(api_token_path) if api_token_path.exists() else None
+        app = create_app(
+            conn,
+            config.origin,
+            server or config.server,
+            match_index=index,
+            api_token=api_token,
+            session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
+        )
+    except BaseException:
+        conn.close()
+        raise
+
+    async def background(_app: web.Application) -> AsyncIterator[None]:
+        refresher = asyncio.create_task(refresh_loop(index, conn, refresh))
+        yield
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        conn.close()
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def run_replica(
+    home: Path,
+    listen: str | None,
+    port: int | None,
+    log_level: str | None = None,
+    log_format: str | None = None,
+) -> None:
+    """Runs a read replica of the node in home until SIGINT or SIGTERM."""
+    config = load_config(home)
+    start_logging(config.log, log_level, log_format)
+    server = replace(
+        config.server,
+        listen=listen if listen is not None else config.server.listen,
+        port=port if port is not None else config.server.port,
+    )
+    app = create_replica_app(config, server)
+    tls = None
+    if config.tls_files is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(*config.tls_files)
+    print(
+        f"serving {config.origin} read-only on {'https' if tls else 'http'}://"
+        f"{server.listen}:{server.port}",
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=server.listen,
+        port=server.port,
+        ssl_context=tls,
+        access_log=None,  # node/accesslog.py logs every request, by route name
+        shutdown_timeout=10,
+        print=None,
+    )

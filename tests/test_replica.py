@@ -1,0 +1,161 @@
+"""Read replicas: 'hashfed serve --read-only' over the database the writer writes.
+
+The replica serves logs, tiles and matches, picks up new checkpoints, bank
+changes and peer removals without a restart, accepts tokens the writer issued
+(same keys/session.key), never writes, and refuses a database it cannot read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from hashfed.node import peers
+from hashfed.node.config import ServerConfig
+from hashfed.node.db import open_database, transaction
+from hashfed.node.errors import NodeError
+from hashfed.node.ownlog import NewHash
+from hashfed.node.replica import create_replica_app, open_replica_database
+from hashfed.node.server import create_app
+from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.protocol.records import Kind
+from hashfed.protocol.tiles import log_prefix
+from hashfed.sync.auth import SessionClient
+from servehelpers import free_port, wait_healthy
+from synchelpers import (
+    allow,
+    bank_state,
+    clock,
+    make_node,
+    origin_of,
+    publish,
+    run_app,
+    sync,
+    trust,
+    use,
+)
+
+P = origin_of("p")
+
+
+async def test_replica_follows_the_writer(tmp_path: Path) -> None:
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 300)
+    allow(p, a)
+    trust(a, p)
+    app = create_replica_app(p.config, ServerConfig(), refresh=0.02)
+    async with run_app(app) as replica, aiohttp.ClientSession() as session:
+        use(a, p, replica)
+        outcome = await sync(a)
+        assert outcome.ok and outcome.result.new_size == 300, outcome.errors
+        assert bank_state(a, P) == bank_state(p, P)
+
+        # The writer (another connection) publishes: the replica serves it at once.
+        publish(p, 100, seed=2)
+        outcome = await sync(a)
+        assert outcome.ok and outcome.result.new_size == 400, outcome.errors
+
+        # Matches: new hashes reach the replica's index, retractions hide at once.
+        token = p.api_token()
+        fresh = NewHash(Kind.PDQ, bytes(range(100, 132)), 100, ("ncii",))  # far from the rest
+        p.own_log(clock()).publish([fresh])
+
+        async def matches(digest: bytes) -> list[int]:
+            body = {"hashes": [{"kind": "pdq", "hash": digest.hex()}]}
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(f"{replica}/v1/match", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                doc = await r.json()
+            return [m["index"] for m in doc["results"][0]["matches"]]
+
+        while not await matches(fresh.hash):  # the index refreshes every 0.02 s
+            await asyncio.sleep(0.02)
+        assert await matches(fresh.hash) == [400]
+        p.own_log(clock()).retract([400])
+        assert await matches(fresh.hash) == []
+
+        # A peer removed by the writer is refused by the replica on its next request.
+        header = await SessionClient(a.peer_signer, P).authorization(session, replica)
+        path = f"{replica}/{log_prefix(P)}/checkpoint"
+        async with session.get(path, headers={"Authorization": header}) as r:
+            assert r.status == 200
+        with transaction(p.db) as conn:
+            peers.remove_peer(conn, "a")
+        async with session.get(path, headers={"Authorization": header}) as r:
+            assert r.status == 401
+
+        # Nothing that writes is served.
+        async with session.post(f"{replica}/witness/add-checkpoint", data=b"x") as r:
+            assert r.status in (401, 404, 405)
+        async with session.post(f"{replica}/v1/cases", json={}) as r:
+            assert r.status in (401, 404, 405)
+
+
+async def test_writer_token_works_at_the_replica(tmp_path: Path) -> None:
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 3)
+    allow(p, a)
+    secret = load_session_secret(p.config.home / SESSION_SECRET_FILE)
+    writer_db = open_database(p.config.database)
+    writer = create_app(writer_db.conn, P, ServerConfig(), session_secret=secret)
+    replica = create_replica_app(p.config, ServerConfig())
+    async with (
+        run_app(writer) as writer_url,
+        run_app(replica) as replica_url,
+        aiohttp.ClientSession() as session,
+    ):
+        header = await SessionClient(a.peer_signer, P).authorization(session, writer_url)
+        async with session.get(
+            f"{replica_url}/{log_prefix(P)}/checkpoint", headers={"Authorization": header}
+        ) as r:
+            assert r.status == 200
+    writer_db.conn.close()
+
+
+def test_replica_never_writes_and_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    conn = open_replica_database(p.config.database)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("DELETE FROM peers")
+    conn.close()
+    with pytest.raises(NodeError, match="no node database"):
+        open_replica_database(tmp_path / "missing.db")
+    p.db.conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(NodeError, match="schema 99"):
+        open_replica_database(p.config.database)
+
+
+def test_serve_read_only_process(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    publish(p, 3)
+    port = free_port()
+    command = [sys.executable, "-m", "hashfed.node", "--dir", str(p.config.home), "serve"]
+    server = subprocess.Popen(
+        [*command, "--read-only", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", server)
+        publish(p, 2, seed=2)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0
+        # It served beside the writer and wrote nothing: the log is the writer's.
+        size = p.db.conn.execute("SELECT size FROM logs WHERE origin = ?", (P,)).fetchone()[0]
+        assert size == 5
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+    bad = subprocess.run(
+        [*command, "--read-only", "--export", str(tmp_path / "t")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "cannot --export" in bad.stderr
