@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Strict editable installs link each module at install time, so any change to
 # the set of modules (or to pyproject.toml) triggers a reinstall.
-SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort)
+SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort) $(wildcard node/casepage_static/*)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv
+.PHONY: all run test bench lint clean venv web
 
 all: test
 
@@ -32,13 +32,29 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP)
+# The person's page (web/) is built with the pinned npm toolchain (web/package-lock.json)
+# into node/casepage_static/, which the wheel ships; the Node test harnesses go to web/build/.
+WEB_SOURCES := $(shell find web/src web/test web/static -type f 2>/dev/null) web/build.mjs
+WEB_STAMP   := web/build/.built
+web/node_modules/.installed: web/package.json web/package-lock.json
+	command -v npm >/dev/null || { apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends nodejs npm; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_STAMP): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && node build.mjs
+	touch $@
+
+web: $(WEB_STAMP)
+
+test: $(STAMP) $(WEB_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-lint: $(STAMP)
+lint: $(STAMP) web/node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	cd web && ./node_modules/.bin/tsc --noEmit -p .
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
 # a venv of its own so that it never becomes a dependency of hashfed.
