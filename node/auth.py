@@ -57,8 +57,9 @@ HEALTH_PATH = "/healthz"
 
 # Paths that need no peer session: the case desk (people use it, with their PIN)
 # and the witness endpoint (a checkpoint's signature is its authentication).
-OPEN_PREFIXES = ("/v1/cases", "/witness/add-checkpoint")
-"""Paths for people rather than peers, served without a session (the case desk, node/caseapi.py)."""
+OPEN_PREFIXES = ("/v1/cases", "/case", "/witness/add-checkpoint")
+"""Paths for people rather than peers, served without a session (the case desk, node/caseapi.py,
+and its page, node/casepage.py)."""
 
 MAX_SESSION_BODY = 8192
 """Largest session request body accepted, in bytes (a note with one signature is ~200)."""

@@ -2,7 +2,7 @@
 // wheel ships it and `pip install .` serves it without Node, and builds the Node
 // harnesses the tests use into web/build/. Output is deterministic for a given lockfile.
 import { build } from "esbuild";
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,7 @@ const wasm = [
   require.resolve("@jsquash/png/codec/pkg/squoosh_png_bg.wasm"),
 ];
 for (const file of wasm) copyFileSync(file, join(out, file.split("/").pop()));
+for (const name of readdirSync(out)) chmodSync(join(out, name), 0o644);
 
 mkdirSync(harnesses, { recursive: true });
 for (const name of ["pdq_cli", "hash_cli"]) {
