@@ -375,9 +375,23 @@ async def test_too_many_hashes_and_other_formats_are_refused_before_sending(
             for box in ("#is-me", "#is-intimate", "#age-adult"):
                 await page.locator(box).check()
             await page.locator("#start-open").click()
+            # Drag and drop: a copy of photo-00 arrives first; the chosen photo-00 is then
+            # a duplicate, and the 21 distinct photos still give 21 hashes.
+            await page.evaluate(
+                """([name, bytes]) => {
+                    const files = new DataTransfer();
+                    files.items.add(new File([new Uint8Array(bytes)], name, {type: "image/png"}));
+                    document.getElementById("drop").dispatchEvent(new DragEvent("drop",
+                        {dataTransfer: files, bubbles: true, cancelable: true}));
+                }""",
+                ["dropped.png", list(photos[0].read_bytes())],
+            )
+            await wait_hashed(page)
             await page.locator("#files").set_input_files([*photos, gif])
             await wait_hashed(page)
             await expect(page.locator("#file-list li[data-status=ready]")).to_have_count(21)
+            duplicate = page.locator("#file-list li", has_text="photo-00.png")
+            await expect(duplicate).to_contain_text("Already in the list")
             await expect(page.locator("#open-error")).to_contain_text("at most 20")
             gif_item = page.locator("#file-list li", has_text="photo.gif")
             await expect(gif_item).to_contain_text("hashfed case open FILE --publisher")

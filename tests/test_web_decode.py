@@ -107,6 +107,12 @@ def _others(folder: Path) -> list[Path]:
         img.save(path, fmt)
         paths.append(path)
     for name, data in (
+        ("clip.avi", b"RIFF\x10\x00\x00\x00AVI LIST" + bytes(range(200))),
+        ("clip.wmv", bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + b"\x01" * 100),
+        ("clip.mov", b"\x00\x00\x00\x08moov" + b"\x02" * 100),
+        ("clip.qt", b"\x00\x00\x00\x14ftypqt  " + b"\x03" * 100),
+        ("renamed.mp4", b"\x00\x00\x00\x14ftypisom" + b"\x04" * 100),
+        ("fake.mp4", b"not a video"),
         ("empty.png", b""),
         ("text.jpg", b"not a photo at all"),
         ("notes.txt", b"hello"),
@@ -152,6 +158,7 @@ def test_page_hashes_equal_the_hasher(corpus: list[Path]) -> None:
             exact += 1
         elif mine.get("kind") == "md5":
             assert isinstance(theirs[0], Result) and theirs[0].kind == "md5", path
+            assert mine["hash"] == theirs[0].hash, path
         elif mine["reason"] == "needs-cli":
             needs_cli += 1
             assert path.suffix.lower() in {".jpg", ".png", ".gif", ".bmp", ".tiff"}, path

@@ -3,13 +3,13 @@
 // tests/test_web_decode.py holds the page's decoding against `hashfed hash`.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { decode as decodePng, decode as _unused, init as initPng } from "@jsquash/png/decode.js";
+import { decode as decodePng, init as initPng } from "@jsquash/png/decode.js";
 import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
+import { md5 } from "hash-wasm";
 import { CorruptPhoto, NeedsCommandLine, type Codecs } from "../src/decode.js";
 import { detectFormat, HEAD_SIZE, Refused } from "../src/formats.js";
 import { hashPhoto } from "../src/hashing.js";
 
-void _unused;
 const require = createRequire(import.meta.url);
 
 async function codecs(): Promise<Codecs> {
@@ -30,7 +30,8 @@ for (const path of process.argv.slice(2)) {
   try {
     const format = detectFormat(bytes.subarray(0, HEAD_SIZE), path);
     if (format.kind !== "pdq") {
-      console.log(JSON.stringify({ path, format: format.name, kind: "md5" }));
+      const hash = await md5(bytes);
+      console.log(JSON.stringify({ path, format: format.name, kind: "md5", hash }));
       continue;
     }
     const hashes = await hashPhoto(bytes, format.name, c);
