@@ -33,6 +33,9 @@ def _generated(count: int) -> list[npt.NDArray[np.uint8]]:
         images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     images.append(np.zeros((64, 64, 3), dtype=np.uint8))  # flat: every DCT value ties
     images.append(np.full((200, 300, 3), 77, dtype=np.uint8))
+    for _ in range(20):  # wider box-filter windows (up to 13 pixels per pass)
+        h, w = (int(v) for v in rng.integers(300, 1700, 2))
+        images.append(smooth_image(rng, h, w))
     while len(images) < count:
         h, w = (int(v) for v in rng.integers(5, 260, 2))
         style = len(images) % 4
