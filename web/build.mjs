@@ -2,7 +2,7 @@
 // wheel ships it and `pip install .` serves it without Node, and builds the Node
 // harnesses the tests use into web/build/. Output is deterministic for a given lockfile.
 import { build } from "esbuild";
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,20 @@ const wasm = [
   require.resolve("@jsquash/png/codec/pkg/squoosh_png_bg.wasm"),
 ];
 for (const file of wasm) copyFileSync(file, join(out, file.split("/").pop()));
+// The licences of the third-party code the page ships (shipped in the wheel, not served).
+const licences = [
+  ["@jsquash/jpeg", "LICENSE"],
+  ["@jsquash/jpeg", "codec/LICENSE.codec.md"],
+  ["@jsquash/png", "LICENSE"],
+  ["@jsquash/png", "codec/LICENSE.codec.md"],
+  ["hash-wasm", "LICENSE"],
+];
+writeFileSync(
+  join(out, "THIRD-PARTY-LICENSES.txt"),
+  licences
+    .map(([pkg, file]) => `==== ${pkg}/${file}\n\n${readFileSync(join(here, "node_modules", pkg, file), "utf8")}\n`)
+    .join("\n"),
+);
 for (const name of readdirSync(out)) chmodSync(join(out, name), 0o644);
 
 mkdirSync(harnesses, { recursive: true });
