@@ -156,6 +156,9 @@ async def open_page(browser: Browser, recorder: Recorder, **options: Any) -> Asy
         lambda route: route.fulfill(status=200, body="<title>weather</title>"),
     )
     page = await context.new_page()
+    # Intercept file choosers from the start: enabling it on the first expect_file_chooser
+    # races with a key press that opens the chooser on a busy machine.
+    page.on("filechooser", lambda chooser: None)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
