@@ -50,6 +50,19 @@ def _jpeg_corpus(folder: Path, rng: np.random.Generator) -> list[Path]:
         path = folder / f"gen-{i}.jpg"
         path.write_bytes(jpeg_bytes(img, **options))
         paths.append(path)
+    # Orientation from XMP when EXIF has none (Pillow's getexif), EXIF winning over XMP.
+    xmp6 = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    plain = Image.fromarray(smooth_image(rng, 90, 120))
+    for name, exif_orientation in (("xmp-only", 0), ("exif1-xmp6", 1), ("exif3-xmp6", 3)):
+        exif = Image.Exif()
+        if exif_orientation:
+            exif[0x0112] = exif_orientation
+        data = jpeg_bytes(plain, quality=85, exif=exif.tobytes() if exif_orientation else b"")
+        app1 = b"http://ns.adobe.com/xap/1.0/\x00" + xmp6
+        segment = b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+        path = folder / f"{name}.jpg"
+        path.write_bytes(data[:2] + segment + data[2:])
+        paths.append(path)
     cmyk = folder / "cmyk.jpg"
     cmyk.write_bytes(jpeg_bytes(Image.fromarray(smooth_image(rng, 40, 50)).convert("CMYK")))
     return [*paths, cmyk]
@@ -88,6 +101,14 @@ def _png_corpus(folder: Path, rng: np.random.Generator) -> list[Path]:
     for orientation in (3, 6, 8):
         block = exif_orientation_block(orientation)
         cases.append((f"rgb8-exif{orientation}", png_bytes(rgb, 2, 8, exif=block)))
+    xmp8 = b'<x:xmpmeta tiff:Orientation="8"/>'
+    cases.append(
+        ("xmp-text", png_bytes(rgb, 2, 8, text=(b"tEXt", b"XML:com.adobe.xmp\x00" + xmp8)))
+    )
+    itxt = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp8
+    cases.append(("xmp-itxt", png_bytes(rgb, 2, 8, text=(b"iTXt", itxt))))
+    raw = b"Raw profile type exif\x00\nexif\n      30\n" + exif_orientation_block(6).hex().encode()
+    cases.append(("raw-exif", png_bytes(rgb, 2, 8, text=(b"tEXt", raw))))
     buf = io.BytesIO()
     Image.fromarray(smooth_image(rng, 60, 45)).save(buf, "PNG", interlace=1)
     cases.append(("interlaced", buf.getvalue()))
@@ -168,10 +189,14 @@ def test_page_hashes_equal_the_hasher(corpus: list[Path]) -> None:
         else:
             pytest.fail(f"{path}: page says {mine['reason']}, hasher says {theirs}")
     assert exact >= 100
+    variants = {Path(p).name: len(r["hashes"]) for p, r in page.items() if "hashes" in r}
+    for name in ("xmp-only.jpg", "exif3-xmp6.jpg", "xmp-text.png", "xmp-itxt.png", "gen-6.jpg"):
+        assert variants[name] == 2, name  # stored pixels, and as a viewer shows them
+    assert variants["exif1-xmp6.jpg"] == 1  # EXIF says upright; XMP is not read then
     names = {Path(p).name for p, r in page.items() if r.get("reason") == "needs-cli"}
     assert {"cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff"} <= names
     assert names <= {
         "cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff",
-        "grey1-trns.png", "grey2-trns.png", "grey4-trns.png", "rgb16-trns.png",
+        "grey1-trns.png", "grey2-trns.png", "grey4-trns.png", "rgb16-trns.png", "raw-exif.png",
     }  # fmt: skip
     assert needs_cli == len(names)

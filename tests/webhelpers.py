@@ -68,10 +68,12 @@ def png_bytes(
     palette: bytes = b"",
     trns: bytes = b"",
     exif: bytes = b"",
+    text: tuple[bytes, bytes] | None = None,
 ) -> bytes:
     """png_bytes encodes a PNG of any colour type and bit depth (filter 0, no interlace).
 
-    ``pixels`` is height × width × samples of unsigned integers below 2**bit_depth.
+    ``pixels`` is height × width × samples of unsigned integers below 2**bit_depth;
+    ``text`` is one (chunk type, body) of metadata, e.g. a tEXt chunk.
     """
     height, width = pixels.shape[:2]
     samples = pixels.reshape(height, width, -1)
@@ -99,6 +101,8 @@ def png_bytes(
     out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
     if exif:
         out += chunk(b"eXIf", exif)
+    if text is not None:
+        out += chunk(*text)
     if palette:
         out += chunk(b"PLTE", palette)
     if trns:

@@ -13,7 +13,9 @@
  * transparency keyed on a sub-8-bit or 16-bit colour) raise NeedsCommandLine: the page
  * then points to `hashfed hash` rather than publish a near-miss hash.
  *
- * EXIF orientation (tag 0x0112, 2..8) is read from a JPEG's APP1 or a PNG's eXIf chunk;
+ * The orientation (2..8) is read as Pillow's getexif reads it: the EXIF tag 0x0112 (a
+ * JPEG's first Exif APP1, a PNG's eXIf chunk), else XMP's tiff:Orientation (a JPEG's
+ * XMP APP1, a PNG's XML:com.adobe.xmp text);
  * the stored pixels are always hashed, and the oriented pixels too, as the hasher does.
  */
 
@@ -65,8 +67,8 @@ function checkPixels(width: number, height: number): void {
 
 // ---------------------------------------------------------------- EXIF
 
-/** exifOrientation returns the orientation tag of a TIFF-structured EXIF block, if 2..8. */
-export function exifOrientation(tiff: Uint8Array): number | null {
+/** exifOrientationTag returns the raw orientation tag of a TIFF-structured EXIF block. */
+export function exifOrientationTag(tiff: Uint8Array): number | null {
   if (tiff.length < 8) return null;
   const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
   const order = String.fromCharCode(tiff[0], tiff[1]);
@@ -81,11 +83,35 @@ export function exifOrientation(tiff: Uint8Array): number | null {
     if (entry + 12 > tiff.length) return null;
     if (view.getUint16(entry, little) !== 0x0112) continue;
     const type = view.getUint16(entry + 2, little);
-    const value =
-      type === 3 ? view.getUint16(entry + 8, little) : type === 4 ? view.getUint32(entry + 8, little) : 0;
-    return value >= 2 && value <= 8 ? value : null;
+    if (type === 3) return view.getUint16(entry + 8, little);
+    if (type === 4) return view.getUint32(entry + 8, little);
+    return null;
   }
   return null;
+}
+
+/** xmpOrientation returns the tiff:Orientation digit of an XMP packet, as Pillow reads it. */
+export function xmpOrientation(xmp: Uint8Array): number | null {
+  let text = "";
+  for (let i = 0; i < xmp.length; i += 8192) {
+    text += String.fromCharCode(...xmp.subarray(i, i + 8192));
+  }
+  const match = /tiff:Orientation(="|>)([0-9])/.exec(text);
+  return match === null ? null : Number(match[2]);
+}
+
+/**
+ * viewerOrientation returns the orientation a viewer applies (2..8) or null, as the
+ * hasher reads it through Pillow: the EXIF tag when EXIF has one, else XMP's.
+ */
+function viewerOrientation(exifTag: number | null, xmp: Uint8Array | null): number | null {
+  const raw = exifTag ?? (xmp === null ? null : xmpOrientation(xmp));
+  return raw !== null && raw >= 2 && raw <= 8 ? raw : null;
+}
+
+/** exifOrientation returns the orientation of a TIFF-structured EXIF block, if 2..8. */
+export function exifOrientation(tiff: Uint8Array): number | null {
+  return viewerOrientation(exifOrientationTag(tiff), null);
 }
 
 /** orient returns the pixels as a viewer shows them for an EXIF orientation 2..8. */
@@ -121,6 +147,10 @@ export function orient(src: Rgb, orientation: number): Rgb {
 
 // ---------------------------------------------------------------- JPEG
 
+const XMP_JPEG = "http://ns.adobe.com/xap/1.0/\0";
+const XMP_KEYWORD = "XML:com.adobe.xmp";
+const RAW_EXIF_KEYWORD = "Raw profile type exif";
+
 interface JpegInfo {
   precision: number;
   components: number;
@@ -133,7 +163,9 @@ interface JpegInfo {
 /** jpegInfo reads the frame header and EXIF orientation from a JPEG's markers. */
 export function jpegInfo(bytes: Uint8Array): JpegInfo {
   let offset = 2;
-  let orientation: number | null = null;
+  let exif: Uint8Array | null = null; // the first Exif APP1, as Pillow keeps
+  let xmp: Uint8Array | null = null; // the last XMP APP1, as Pillow keeps
+  let frame: Omit<JpegInfo, "orientation"> | null = null;
   while (offset + 4 <= bytes.length) {
     if (bytes[offset] !== 0xff) throw new CorruptPhoto("JPEG marker expected");
     const marker = bytes[offset + 1];
@@ -143,25 +175,29 @@ export function jpegInfo(bytes: Uint8Array): JpegInfo {
     }
     const length = (bytes[offset + 2] << 8) | bytes[offset + 3];
     const body = bytes.subarray(offset + 4, offset + 2 + length);
-    if (marker === 0xe1 && orientation === null && body.length > 6) {
-      if (String.fromCharCode(...body.subarray(0, 6)) === "Exif\0\0") {
-        orientation = exifOrientation(body.subarray(6));
+    if (marker === 0xe1 && body.length > 6) {
+      if (exif === null && String.fromCharCode(...body.subarray(0, 6)) === "Exif\0\0") {
+        exif = body.subarray(6);
+      } else if (String.fromCharCode(...body.subarray(0, 29)) === XMP_JPEG) {
+        xmp = body.subarray(29);
       }
     }
     const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
     if (isFrame) {
       if (body.length < 6) throw new CorruptPhoto("JPEG frame header is truncated");
-      return {
+      frame = {
         process: marker,
         precision: body[0],
         height: (body[1] << 8) | body[2],
         width: (body[3] << 8) | body[4],
         components: body[5],
-        orientation,
       };
     }
-    if (marker === 0xda) break;
+    if (marker === 0xda) break; // metadata comes before the scan: Pillow reads up to here
     offset += 2 + length;
+  }
+  if (frame !== null) {
+    return { ...frame, orientation: viewerOrientation(exif === null ? null : exifOrientationTag(exif), xmp) };
   }
   throw new CorruptPhoto("no JPEG frame header found (truncated?)");
 }
@@ -200,7 +236,8 @@ export function pngInfo(bytes: Uint8Array): PngInfo {
   let offset = 8;
   let header: Omit<PngInfo, "transparency" | "orientation"> | null = null;
   let transparency = false;
-  let orientation: number | null = null;
+  let exif: Uint8Array | null = null;
+  let xmp: Uint8Array | null = null;
   while (offset + 8 <= bytes.length) {
     const length = view.getUint32(offset);
     const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
@@ -215,14 +252,42 @@ export function pngInfo(bytes: Uint8Array): PngInfo {
     } else if (type === "tRNS") {
       transparency = true;
     } else if (type === "eXIf") {
-      orientation = exifOrientation(body);
+      exif = body;
+    } else if (type === "tEXt" || type === "iTXt" || type === "zTXt") {
+      xmp = pngTextXmp(type, body) ?? xmp;
     } else if (type === "IEND") {
       break;
     }
     offset += 12 + length;
   }
   if (header === null) throw new CorruptPhoto("PNG header (IHDR) missing");
+  const orientation = viewerOrientation(exif === null ? null : exifOrientationTag(exif), xmp);
   return { ...header, transparency, orientation };
+}
+
+/**
+ * pngTextXmp returns the XMP packet of a PNG text chunk, or null for other keywords.
+ * Metadata the page cannot read as Pillow does (compressed XMP, EXIF kept as a "Raw
+ * profile" text) may carry an orientation: it raises NeedsCommandLine.
+ */
+function pngTextXmp(type: string, body: Uint8Array): Uint8Array | null {
+  const nul = body.indexOf(0);
+  if (nul < 0) return null;
+  const keyword = String.fromCharCode(...body.subarray(0, nul));
+  if (keyword === RAW_EXIF_KEYWORD) throw new NeedsCommandLine("PNG with a raw EXIF profile");
+  if (keyword !== XMP_KEYWORD) return null;
+  if (type === "tEXt") return body.subarray(nul + 1);
+  if (type === "iTXt" && body[nul + 1] === 0) {
+    // keyword\0 compression-flag method language\0 translated-keyword\0 text
+    let at = nul + 3;
+    for (let field = 0; field < 2; field++) {
+      const end = body.indexOf(0, at);
+      if (end < 0) return null;
+      at = end + 1;
+    }
+    return body.subarray(at);
+  }
+  throw new NeedsCommandLine("PNG with compressed XMP metadata");
 }
 
 function needsCommandLinePng(info: PngInfo): string | null {
