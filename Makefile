@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Strict editable installs link each module at install time, so any change to
 # the set of modules (or to pyproject.toml) triggers a reinstall.
-SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort)
+SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort) $(wildcard node/casepage_static/*)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv tools corpus
+.PHONY: all run test bench lint clean venv tools corpus web
 
 all: test
 
@@ -46,6 +46,25 @@ venv: $(STAMP) $(WARM)
 run: $(STAMP) $(WARM)
 	$(PY) -m hashfed.node.demo
 
+# The person's page (web/) is built with the pinned npm toolchain (web/package-lock.json)
+# into node/casepage_static/, which the wheel ships; the Node test harnesses go to web/build/.
+WEB_SOURCES := $(shell find web/src web/test web/static -type f 2>/dev/null) web/build.mjs
+WEB_STAMP   := web/build/.built
+web/node_modules/.installed: web/package.json web/package-lock.json
+	command -v npm >/dev/null || { apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends nodejs npm; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_STAMP): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && node build.mjs
+	touch $@
+
+web: $(WEB_STAMP)
+
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+/usr/bin/chromium:
+	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends chromium
+
 # A real third-party corpus for tests/test_hasher_corpus.py, pinned: the test images of
 # Pillow's source distribution and the DICOM files pydicom's wheel ships.
 CORPUS := .corpus
@@ -73,7 +92,7 @@ $(NGINX):
 	dpkg-deb -x "$$(ls build/debs/nginx_*.deb | tail -n 1)" build/nginx
 	touch $@
 
-test: $(STAMP) $(WARM) tools corpus $(NGINX)
+test: $(STAMP) $(WARM) $(WEB_STAMP) /usr/bin/chromium tools corpus $(NGINX)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Operations tests: promtool (from Debian's prometheus package, unpacked, its daemon
@@ -91,10 +110,11 @@ tools: $(PROMTOOL)
 	-command -v systemd-analyze >/dev/null || $(APT_INSTALL) systemd \
 		|| { apt-get update && $(APT_INSTALL) systemd; }
 
-lint: $(STAMP)
+lint: $(STAMP) web/node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	cd web && ./node_modules/.bin/tsc --noEmit -p .
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
 # a venv of its own so that it never becomes a dependency of hashfed.

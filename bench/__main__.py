@@ -16,6 +16,7 @@ MODULES = [
     "bench_witness",
     "bench_serve",
     "bench_static",
+    "bench_page",
 ]
 
 

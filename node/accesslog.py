@@ -38,7 +38,7 @@ log = logging.getLogger("hashfed.access")
 
 UNMATCHED = "unmatched"
 CLIENT_CLOSED = 499  # the client went away before the answer (nginx's convention)
-CASE_ROUTE_PREFIX = "/v1/cases"
+CASE_ROUTES = ("/v1/cases", "/case")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,8 +56,9 @@ def route_name(request: web.Request) -> str:
 
 
 def is_case_route(route: str) -> bool:
-    """Reports whether route (from :func:`route_name`) belongs to the case desk."""
-    return route == CASE_ROUTE_PREFIX or route.startswith(CASE_ROUTE_PREFIX + "/")
+    """Reports whether route (from :func:`route_name`) belongs to the case desk or to
+    the person's page (node/casepage.py): their lines carry no client address."""
+    return any(route == prefix or route.startswith(prefix + "/") for prefix in CASE_ROUTES)
 
 
 def _caller(request: web.Request) -> str | None:

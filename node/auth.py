@@ -59,10 +59,12 @@ HEALTH_PATHS = ("/healthz", "/readyz")
 """Liveness and readiness checks (node/readiness.py), served without authentication."""
 
 # Paths that need no peer session: the case desk (people use it, with their PIN)
-# the witness endpoint (a checkpoint's signature is its authentication) and the
-# proxy's authorisation check (node/authcheck.py, which checks the token itself).
-OPEN_PREFIXES = ("/v1/cases", "/witness/add-checkpoint", "/v1/auth/check")
-"""Paths for people rather than peers, served without a session (the case desk, node/caseapi.py)."""
+# the witness endpoint (a checkpoint's signature is its authentication), the proxy's
+# authorisation check (node/authcheck.py, which checks the token itself) and the
+# person's page (node/casepage.py).
+OPEN_PREFIXES = ("/v1/cases", "/case", "/witness/add-checkpoint", "/v1/auth/check")
+"""Paths served without a session: for people rather than peers (the case desk,
+node/caseapi.py, and its page, node/casepage.py) or authenticated otherwise."""
 
 MAX_SESSION_BODY = 8192
 """Largest session request body accepted, in bytes (a note with one signature is ~200)."""

@@ -38,6 +38,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 from hashfed.hasher.formats import sniff_format
+from hashfed.node.casepage import is_page_path, setup_case_page
 from hashfed.node.cases import (
     CaseClosed,
     CaseDesk,
@@ -426,6 +427,7 @@ def serve_cases(app: web.Application, node: Node) -> CaseApi:
     """
     desk = open_case_desk(node.config, node.signer)
     api = setup_case_api(app, desk, node.config.cases)
+    setup_case_page(app)  # the person's page (node/casepage.py)
 
     async def batches(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(batch_loop(desk, node.config.cases.batch_interval))
@@ -461,7 +463,9 @@ class RedactingAccessLogger(AccessLogger):
     """
 
     def _format_line(self, request: Any, response: Any, time: float) -> Any:
-        private = request is not None and is_case_path(str(request.path))
+        private = request is not None and (
+            is_case_path(str(request.path)) or is_page_path(str(request.path))
+        )
         out = []
         for key, value in super()._format_line(request, response, time):
             if key == "first_request_line":
