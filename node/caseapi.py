@@ -245,6 +245,8 @@ async def _json_body(request: web.Request, required: bool) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise _Refused(_error(400, "the body is not valid JSON")) from None
+    except RecursionError:
+        raise _Refused(_error(400, "the body is not valid JSON: nested too deeply")) from None
     if not isinstance(data, dict):
         raise _Refused(_error(400, "the body must be a JSON object"))
     return data

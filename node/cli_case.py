@@ -104,12 +104,15 @@ def _request(
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=TIMEOUT) as response:
-            answer: dict[str, Any] = json.loads(response.read())
+            try:
+                answer: dict[str, Any] = json.loads(response.read())
+            except (ValueError, RecursionError):
+                raise click.ClickException("the case desk's answer is not JSON") from None
             return answer
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             message = exc.reason
         retry = exc.headers.get("Retry-After")
         raise click.ClickException(

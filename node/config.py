@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hashfed.node.errors import NodeError, NotANode
+from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.records import check_origin
 from hashfed.protocol.validation import DEFAULT_MIN_PDQ_QUALITY
 
@@ -228,6 +229,13 @@ def load_config(home: Path) -> NodeConfig:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise NodeError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return _node_config(home, path, data)
+    except ProtocolError as exc:  # an origin that is not one, named by check_origin
+        raise NodeError(f"{path}: {exc}") from None
+
+
+def _node_config(home: Path, path: Path, data: dict[str, Any]) -> NodeConfig:
     origin = data.get("origin")
     role = data.get("role", "partner")
     quality = data.get("min_pdq_quality", DEFAULT_MIN_PDQ_QUALITY)

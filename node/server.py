@@ -35,6 +35,7 @@ from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
+from hashfed.node.httperrors import json_errors
 from hashfed.node.witness import Witness, setup_witness
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
@@ -328,7 +329,8 @@ def create_app(
     (C2SP tlog-witness, node/witness.py).
     """
     app = web.Application(
-        client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
+        client_max_size=config.max_body,
+        middlewares=[json_errors, _timeout_middleware(config.request_timeout)],
     )
     directory = LogDirectory(conn, config.public_logs)
     app[DIRECTORY] = directory

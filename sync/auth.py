@@ -91,7 +91,7 @@ class SessionClient:
             raise SessionRefused(status, f"{url}: session response is larger than {MAX_RESPONSE}")
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if status != 200:
             reason = doc.get("error") if isinstance(doc, dict) else None
