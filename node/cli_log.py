@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from hashfed.node import logstore
+from hashfed.node import logstore, peers
 from hashfed.node.cli_witness import push_now
+from hashfed.node.db import transaction
 from hashfed.node.home import open_node
 from hashfed.node.inputs import read_hashes
 from hashfed.node.output import emit, output_options
@@ -298,6 +299,38 @@ def log_check_proof(
         f"ok: entry {proof.index} is in {cp.origin} at size {cp.size} "
         f"(root {cp.root.hex()[:16]}…), signed by {verifier.name}"
     )
+
+
+@log_group.command("forget")
+@click.argument("origin")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def log_forget(home: Path, origin: str, yes: bool) -> None:
+    """Drop the mirrored log of ORIGIN and everything the node holds of it.
+
+    Its entries, tiles, checkpoints, bank rows, evidence and sync state go, and
+    the node stops trusting ORIGIN. The node's own log is never dropped. A later
+    'hashfed trust add' starts the log again from nothing.
+
+    \b
+    Example:
+        hashfed log forget partner-b.example/hashfed --yes
+    """
+    with open_node(home) as node, transaction(node.db) as conn:
+        log = logstore.get_log(conn, origin)
+        if log is None:
+            raise click.ClickException(f"this node holds no log {origin!r} (see 'hashfed status')")
+        if log.own:
+            raise click.ClickException(f"{origin!r} is this node's own log; it is never forgotten")
+        noun = "entry" if log.size == 1 else "entries"
+        if not yes:
+            click.confirm(
+                f"Forget {origin} ({log.size} {noun}, its bank rows and evidence) and stop "
+                "trusting it?",
+                abort=True,
+            )
+        peers.forget_mirror(conn, log)
+    click.echo(f"forgot {origin} ({log.size} {noun})")
 
 
 @log_group.command("verify")

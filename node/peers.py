@@ -241,10 +241,25 @@ def list_trust(conn: sqlite3.Connection) -> list[TrustedLog]:
     return [TrustedLog(*row) for row in rows]
 
 
-def remove_trust(conn: sqlite3.Connection, origin: str) -> None:
+def remove_trust(conn: sqlite3.Connection, origin: str) -> bool:
     """Stops trusting origin, raising NotConfigured if it is not trusted.
 
-    The log the node holds for origin is kept; sync no longer fetches or applies it.
+    A log the node holds nothing of (no entry, checkpoint, evidence or sync
+    state) is forgotten too, so that a mistaken ``trust add`` leaves no trace and
+    the origin can be trusted again under another key; returns whether it was.
+    Any other log is kept; sync no longer fetches or applies it (``hashfed log
+    forget`` drops it).
     """
     if conn.execute("DELETE FROM trust WHERE origin = ?", (origin,)).rowcount == 0:
         raise NotConfigured(f"origin {origin!r} is not trusted (see 'hashfed trust list')")
+    log = logstore.get_log(conn, origin)
+    if log is None or log.own or log.size or log.checkpoint or logstore.log_rows(conn, log):
+        return False
+    logstore.forget_log(conn, log)
+    return True
+
+
+def forget_mirror(conn: sqlite3.Connection, log: logstore.LogRow) -> None:
+    """Stops trusting a mirrored log's origin, if trusted, and deletes all the node holds of it."""
+    conn.execute("DELETE FROM trust WHERE origin = ?", (log.origin,))
+    logstore.forget_log(conn, log)
