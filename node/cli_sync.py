@@ -354,6 +354,7 @@ def serve_command(
         match_index=index,
         api_token=node.api_token(),
         witness=witness,
+        peer_signer=node.peer_signer,
     )
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:

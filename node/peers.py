@@ -31,6 +31,7 @@ from hashfed.node.config import ROLES
 from hashfed.node.errors import AlreadyConfigured, InvalidPeer, NotConfigured
 from hashfed.protocol.errors import MalformedRecord
 from hashfed.protocol.records import check_origin
+from hashfed.protocol.session import PEER_KEY_PREFIX, is_peer_key_name
 from hashfed.signing.errors import MalformedKey
 from hashfed.signing.keys import ALG_ED25519, Verifier, decode_vkey, parse_verifier
 
@@ -53,7 +54,7 @@ class Peer:
 
     @property
     def key_name(self) -> str:
-        """The name of the peer's key: its origin, and the audience of sessions with it."""
+        """The name of the peer's key (``peer:<origin>``): the audience of sessions with it."""
         return self.vkey.split("+", 1)[0]
 
     def verifier(self) -> Verifier:
@@ -148,7 +149,13 @@ def add_peer(
     """
     check_peer_name(name)
     url = check_url(url)
-    check_ed25519_vkey(vkey)
+    key_name = check_ed25519_vkey(vkey)
+    if not is_peer_key_name(key_name):
+        raise InvalidPeer(
+            f"{vkey} is a log-signing key (its name is an origin, {key_name!r}); a peer is added "
+            f"with its peer-authentication key, named '{PEER_KEY_PREFIX}{key_name}' ('peer' in "
+            "its 'hashfed keys show'). A log key goes to 'hashfed trust add'"
+        )
     read = tuple(dict.fromkeys(read)) if read else None
     for origin in read or ():
         _check_read_origin(origin)
@@ -198,6 +205,12 @@ def add_trust(conn: sqlite3.Connection, vkey: str, role: str) -> TrustedLog:
     another key. Creates the origin's empty log if the node holds none.
     """
     origin = check_ed25519_vkey(vkey)
+    if is_peer_key_name(origin):
+        raise InvalidPeer(
+            f"{vkey} is a peer-authentication key (its name starts with {PEER_KEY_PREFIX!r}); "
+            f"trust a log by its log-signing key, named {origin[len(PEER_KEY_PREFIX) :]!r} "
+            "('log' in its 'hashfed keys show'). A peer key goes to 'hashfed peers add'"
+        )
     if role not in ROLES:
         raise InvalidPeer(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     try:

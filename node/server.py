@@ -50,6 +50,7 @@ from hashfed.protocol.tiles import (
     parse_tile_path,
     split_bundle,
 )
+from hashfed.signing.keys import Signer
 
 IMMUTABLE = "max-age=31536000, immutable"
 CHECKPOINT_CACHE = "max-age=2, must-revalidate"
@@ -319,6 +320,7 @@ def create_app(
     match_index: BankIndex | IndexProvider | None = None,
     api_token: str | None = None,
     witness: Witness | None = None,
+    peer_signer: Signer | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
@@ -326,7 +328,8 @@ def create_app(
     requests. With match_index (a BankIndex, or a function returning the current
     one) the app also serves ``POST /v1/match`` (node/api.py) to peers and to
     holders of api_token. With witness, it serves ``POST /witness/add-checkpoint``
-    (C2SP tlog-witness, node/witness.py).
+    (C2SP tlog-witness, node/witness.py). peer_signer, the node's peer key,
+    signs session replies (specs/peer-auth.md): clients check it.
     """
     app = web.Application(
         client_max_size=config.max_body,
@@ -347,9 +350,9 @@ def create_app(
         return cached[0][1]
 
     store = (
-        SessionStore(server_name, configured_peers)
+        SessionStore(server_name, configured_peers, signer=peer_signer)
         if clock is None
-        else SessionStore(server_name, configured_peers, clock=clock)
+        else SessionStore(server_name, configured_peers, clock=clock, signer=peer_signer)
     )
     setup_auth(app, store, is_public=directory.is_public_path)
     app.router.add_get("/healthz", healthz)

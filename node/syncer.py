@@ -69,7 +69,13 @@ async def sync_node(
     outcomes = []
     async with aiohttp.ClientSession() as session:
         fetchers = [
-            HttpFetcher(session, p.name, p.url, SessionClient(node.peer_signer, p.key_name), limits)
+            HttpFetcher(
+                session,
+                p.name,
+                p.url,
+                SessionClient(node.peer_signer, p.key_name, server_key=p.verifier()),
+                limits,
+            )
             for p in peer_list
         ]
         for log in trusted:
