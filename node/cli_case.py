@@ -28,7 +28,7 @@ from hashfed.node.caseapi import CASES_PATH, PIN_HEADER
 from hashfed.node.cases import MAX_CASE_HASHES, STATES, CaseDesk, open_case_desk
 from hashfed.node.cli_witness import push_now
 from hashfed.node.home import open_node
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, output_options, plural
 
 PIN_ENV = "HASHFED_CASE_PIN"
 PUBLISHER_ENV = "HASHFED_PUBLISHER"
@@ -221,7 +221,9 @@ def case_open(
         "review": "waiting for the publisher's review, then the next publishing batch",
         "pending": "waiting for the next publishing batch",
     }.get(str(answer.get("state")), str(answer.get("state")))
-    click.echo(f"Case opened with {answer.get('hashes')} hashes, {waiting}.\n")
+    count = answer.get("hashes")
+    noun = plural(count, "hash", "hashes") if isinstance(count, int) else f"{count} hashes"
+    click.echo(f"Case opened with {noun}, {waiting}.\n")
     click.echo(f"  case number: {answer['case']}")
     if "pin" in answer:
         click.echo(f"  PIN:         {answer['pin']}")
@@ -381,7 +383,8 @@ def cases_publish(home: Path, as_json: bool) -> None:
         click.echo(json.dumps(dataclasses.asdict(result)))
     elif result.published:
         click.echo(
-            f"published {result.published} hashes of {result.cases} cases from index "
+            f"published {plural(result.published, 'hash', 'hashes')} of "
+            f"{plural(result.cases, 'case')} from index "
             f"{result.first_index}"
         )
     else:

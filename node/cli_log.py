@@ -12,7 +12,7 @@ from hashfed.node.cli_witness import push_now
 from hashfed.node.db import transaction
 from hashfed.node.home import open_node
 from hashfed.node.inputs import read_hashes
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, output_options, plural
 from hashfed.node.verify import VerifyReport, verify_bank, verify_log
 from hashfed.protocol.checkpoint import parse_checkpoint_body
 from hashfed.protocol.errors import ProtocolError
@@ -82,7 +82,8 @@ def publish_command(
         emit([], "json", [], document=summary)
     else:
         click.echo(
-            f"published {len(hashes)} records at indices {first}..{result.checkpoint.size - 1};"
+            f"published {plural(len(hashes), 'record')} at indices "
+            f"{first}..{result.checkpoint.size - 1};"
             f" log size {result.checkpoint.size}"
         )
 
@@ -111,7 +112,7 @@ def retract_command(home: Path, indices: tuple[int, ...], reason: str) -> None:
         result = node.own_log().retract(indices, Reason(reason))
         push_now(node)
     click.echo(
-        f"retracted {len(set(indices))} records in entries "
+        f"retracted {plural(len(set(indices)), 'record')} in entries "
         f"{result.first_index}..{result.first_index + result.count - 1}"
     )
 
@@ -232,7 +233,9 @@ def log_proof(home: Path, index: int, as_json: bool) -> None:
         log = logstore.get_log(conn, node.config.origin)
         assert log is not None and log.checkpoint is not None
         if index >= log.size:
-            raise click.ClickException(f"entry {index} does not exist: the log has {log.size}")
+            raise click.ClickException(
+                f"entry {index} does not exist: the log has {plural(log.size, 'entry', 'entries')}"
+            )
         reader = TileHashReader(
             log.size, lambda lvl, idx, w: logstore.read_tile(conn, log.id, lvl, idx, w)
         )
@@ -372,8 +375,8 @@ def log_verify(home: Path, origin: str | None, as_json: bool) -> None:
         )
     else:
         click.echo(
-            f"{report.origin}: {report.entries} entries, {report.tiles} tiles, "
-            f"{report.bank_rows} bank rows checked in "
+            f"{report.origin}: {plural(report.entries, 'entry', 'entries')}, "
+            f"{plural(report.tiles, 'tile')}, {plural(report.bank_rows, 'bank row')} checked in "
             f"{report.log_seconds + report.bank_seconds:.2f}s"
         )
         for problem in report.problems:

@@ -24,7 +24,7 @@ from hashfed.node.caseapi import RedactingAccessLogger, serve_cases
 from hashfed.node.config import NodeConfig
 from hashfed.node.db import open_database
 from hashfed.node.home import Node, open_node
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, iso_time, output_options, plural
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop, sync_node
@@ -63,7 +63,10 @@ def _progress_bars(silent: bool) -> Iterator[Any]:
             bar.__exit__(None, None, None)
 
 
-def _outcome_row(outcome: Outcome) -> dict[str, Any]:
+def _outcome_row(outcome: Outcome, flagged: int) -> dict[str, Any]:
+    """Returns one origin's sync outcome; flagged is the entries flagged once it is
+    over, as 'hashfed status' counts them (a flag raised and cleared within the
+    sync, e.g. content erased before its retraction arrived, is not counted)."""
     result = outcome.result
     return {
         "origin": outcome.origin,
@@ -73,7 +76,7 @@ def _outcome_row(outcome: Outcome) -> dict[str, Any]:
         "old_size": result.old_size if result else None,
         "new_size": result.new_size if result else None,
         "applied": result.applied if result else 0,
-        "flagged": result.flagged if result else 0,
+        "flagged": flagged,
         "retracted": result.retracted if result else 0,
         "errors": outcome.errors or [],
         "notes": outcome.notes,
@@ -103,7 +106,8 @@ def sync_command(
         outcomes = asyncio.run(
             sync_node(node, peer_name=peer_name, origin=origin, progress=factory)
         )
-    rows = [_outcome_row(o) for o in outcomes]
+        flagged = {o.origin: logstore.flagged_count(node.db.conn, o.origin) for o in outcomes}
+    rows = [_outcome_row(o, flagged[o.origin]) for o in outcomes]
     if as_json:
         emit(rows, "json", [])
     else:
@@ -214,11 +218,7 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
         for row in rows:
             row["evidence_count"] = len(row["evidence"])
             row["root_prefix"] = row["root"][:12]
-            row["synced_at"] = (
-                None
-                if row["last_sync"] is None
-                else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(row["last_sync"]))
-            )
+            row["synced_at"] = iso_time(row["last_sync"])
         emit(
             rows,
             "table",
@@ -385,7 +385,10 @@ def serve_command(
     if config.tls_files is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(*config.tls_files)
-    click.echo(f"match index: {len(index)} active hashes; POST /v1/match with keys/api.token")
+    click.echo(
+        f"match index: {plural(len(index), 'active hash', 'active hashes')}; "
+        "POST /v1/match with keys/api.token"
+    )
     click.echo(
         f"serving {config.origin} on {'https' if tls else 'http'}://{server.listen}:{server.port}"
     )

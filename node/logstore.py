@@ -199,3 +199,12 @@ def forget_log(conn: sqlite3.Connection, log: LogRow) -> None:
     for table in _log_tables(conn):
         conn.execute(f'DELETE FROM "{table}" WHERE log_id = ?', (log.id,))
     conn.execute("DELETE FROM logs WHERE id = ?", (log.id,))
+
+
+def flagged_count(conn: sqlite3.Connection, origin: str) -> int:
+    """Returns how many entries of origin's log are flagged now (0 if the node holds none)."""
+    row = conn.execute(
+        "SELECT count(*) FROM flags JOIN logs ON logs.id = flags.log_id WHERE logs.origin = ?",
+        (origin,),
+    ).fetchone()
+    return int(row[0])
