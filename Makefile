@@ -51,9 +51,11 @@ $(BENCH_VENV)/.installed:
 bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
-# Longer property campaigns over every decoder of outside bytes (tests/test_fuzz_decoders.py).
+# Longer campaigns: property tests over every decoder of outside bytes
+# (tests/test_fuzz_decoders.py), and schemathesis against a live node for 10 minutes.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_decoders.py
+	HASHFED_FUZZ_SECONDS=600 $(PY) -m pytest -q -s tests/test_openapi.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
