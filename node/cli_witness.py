@@ -141,8 +141,8 @@ def policy_set(home: Path, source: Any) -> None:
     \b
     Example policy:
         log stopncii.example/bank+1a2b3c4d+AUx...
-        witness a partner-a.example/hashfed/witness+…+BF… https://a.example
-        witness b partner-b.example/hashfed/witness+…+BG… https://b.example
+        witness a partner-a.example/hashfed/witness+…+BF… https://a.example/witness
+        witness b partner-b.example/hashfed/witness+…+BG… https://b.example/witness
         group both all a b
         quorum both
     """
