@@ -522,21 +522,19 @@ class CaseDesk:
     def list_cases(self, state: str | None = None) -> list[dict[str, Any]]:
         """Returns every case (or those in state) for the operator: never a number or PIN."""
         rows = self.db.conn.execute(
-            "SELECT c.id, c.state, c.opened, c.count, c.number_hash,"
+            "SELECT c.id, c.state, c.opened, c.count,"
             " (SELECT count(*) FROM case_hashes h WHERE h.case_id = c.id"
             "  AND h.log_index IS NOT NULL)"
             " FROM cases c WHERE ? IS NULL OR c.state = ? ORDER BY c.opened, c.rowid",
             (state, state),
         ).fetchall()
-        now = self._clock()
         return [
             {
                 "id": r[0],
                 "state": r[1],
                 "opened": day_text(r[2]),
                 "hashes": r[3],
-                "published": r[5],
-                "locked": self._guard.locked(bytes(r[4]), now),
+                "published": r[4],
             }
             for r in rows
         ]

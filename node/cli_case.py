@@ -320,7 +320,7 @@ def _with_desk(home: Path) -> tuple[Any, CaseDesk]:
 @output_options
 @click.pass_obj
 def cases_list(home: Path, state: str | None, fmt: str) -> None:
-    """List the cases: id, state, date opened, hashes, published, locked.
+    """List the cases: id, state, date opened, hashes, published.
 
     Case numbers and PINs are not stored, so they cannot be shown.
 
@@ -332,7 +332,7 @@ def cases_list(home: Path, state: str | None, fmt: str) -> None:
     with node:
         rows = desk.list_cases(state)
         desk.close()
-    emit(rows, fmt, ["id", "state", "opened", "hashes", "published", "locked"])
+    emit(rows, fmt, ["id", "state", "opened", "hashes", "published"])
 
 
 @cases_group.command("approve")

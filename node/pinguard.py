@@ -141,6 +141,6 @@ class PinGuard:
             entry.failures, entry.lockouts = 0, entry.lockouts + 1
 
     def locked(self, case: bytes, now: int) -> bool:
-        """Reports whether some network is locked out of case now (for the operator)."""
+        """Reports whether some network is locked out of case now."""
         state = self._cases.get(case)
         return state is not None and any(n.locked_until > now for n in state.nets.values())
