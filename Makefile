@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort) $(wildcard node/casepage_static/*)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv tools corpus web
+.PHONY: all run test bench lint clean venv tools corpus web fuzz
 
 all: test
 
@@ -135,6 +135,12 @@ $(WRK):
 
 bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed corpus $(NGINX) $(WRK)
 	$(PY) -m bench
+
+# Longer campaigns: property tests over every decoder of outside bytes
+# (tests/test_fuzz_decoders.py), and schemathesis against a live node for 10 minutes.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_decoders.py
+	HASHFED_FUZZ_SECONDS=600 $(PY) -m pytest -q -s tests/test_openapi.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

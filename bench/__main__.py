@@ -17,6 +17,7 @@ MODULES = [
     "bench_serve",
     "bench_static",
     "bench_page",
+    "bench_flood",
 ]
 
 

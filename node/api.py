@@ -141,6 +141,8 @@ def parse_batch(body: bytes) -> list[tuple[str, str, bytes]]:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body is not a match batch: JSON nested too deeply") from None
     if not isinstance(doc, dict) or set(doc) != {"hashes"}:
         raise BadRequest('the body must be a JSON object with exactly one key, "hashes"')
     items = doc["hashes"]

@@ -41,7 +41,7 @@ from hashfed.node.ownlog import Clock, system_clock
 from hashfed.node.peers import Peer
 from hashfed.node.tokens import InvalidToken, check_token, key_id, mint_token
 from hashfed.protocol.errors import MalformedSessionRequest
-from hashfed.protocol.session import parse_session_request
+from hashfed.protocol.session import parse_session_request, peer_key_name, sign_session_reply
 from hashfed.signing.errors import (
     InvalidSignature,
     MalformedNote,
@@ -49,7 +49,7 @@ from hashfed.signing.errors import (
     UnknownKey,
     UnverifiedNote,
 )
-from hashfed.signing.keys import Verifier
+from hashfed.signing.keys import Signer, Verifier
 from hashfed.signing.note import open_note
 
 SESSION_PATH = "/v1/auth/session"
@@ -126,11 +126,13 @@ class _PeerKeys:
 class SessionStore:
     """SessionStore opens sessions for configured peers and authenticates their tokens.
 
-    server_name is this node's peer-key name (its origin): the audience every
-    session request must name. peers returns the configured peers by name; it
-    is called on every authenticated request, so it must be cheap (an
-    in-memory dict the server refreshes), and a peer removed from it loses its
-    sessions at once. clock returns Unix seconds.
+    server_name is this node's origin: the audience every session request must
+    name (its peer key's name, ``peer:<origin>``, is accepted too). peers
+    returns the configured peers by name; it is called on every authenticated
+    request, so it must be cheap (an in-memory dict the server refreshes), and a
+    peer removed from it loses its sessions at once. clock returns Unix seconds.
+    signer, the node's peer key, signs each session reply so that the client
+    can check whom it is talking to.
     """
 
     def __init__(
@@ -141,10 +143,13 @@ class SessionStore:
         ttl: int = DEFAULT_TTL,
         window: int = DEFAULT_WINDOW,
         secret: bytes | None = None,
+        signer: Signer | None = None,
     ) -> None:
         if ttl <= 0 or window <= 0:
             raise ValueError("ttl and window must be positive")
         self.server_name = server_name
+        self.signer = signer
+        self._audiences = (server_name, peer_key_name(server_name))
         self._peers = peers
         self._clock = clock
         self.ttl = ttl
@@ -162,6 +167,12 @@ class SessionStore:
         an unknown key, a bad signature, another audience, a stale time or a
         replayed nonce, 503 when too many nonces are outstanding.
         """
+        token, expires, _reply = self.open_signed_session(body)
+        return token, expires
+
+    def open_signed_session(self, body: bytes) -> tuple[str, int, str | None]:
+        """Returns what :meth:`open_session` does, and the signed session reply
+        (protocol/session.py), or None if the store has no signer."""
         keys = _PeerKeys(self._peers())
         try:
             note = open_note(body, keys)
@@ -179,7 +190,7 @@ class SessionStore:
             request = parse_session_request(note.text)
         except MalformedSessionRequest as exc:
             raise AuthError(400, str(exc)) from None
-        if request.audience != self.server_name:
+        if request.audience not in self._audiences:
             raise AuthError(
                 401, f"session request is for {request.audience!r}, not {self.server_name!r}"
             )
@@ -197,7 +208,15 @@ class SessionStore:
             raise AuthError(503, "too many session requests; try again in a minute")
         self._nonces[request.nonce] = request.time + self.window
         expires = now + self.ttl
-        return mint_token(self._secret, self.server_name, peer.vkey, expires), expires
+        token = mint_token(self._secret, self.server_name, peer.vkey, expires)
+        if self.signer is None:
+            return token, expires, None
+        client = note.sigs[0].name
+        return (
+            token,
+            expires,
+            sign_session_reply(client, request.nonce, token, expires, self.signer),
+        )
 
     def authenticate(self, authorization_header: str | None) -> Peer:
         """Returns the peer whose live session token the Authorization header carries.
@@ -295,12 +314,13 @@ async def _session_handler(request: web.Request) -> web.Response:
     if body is None:
         return AuthError(413, f"session request is larger than {MAX_SESSION_BODY} bytes").response()
     try:
-        token, expires = request.app[SESSION_STORE_KEY].open_session(body)
+        token, expires, reply = request.app[SESSION_STORE_KEY].open_signed_session(body)
     except AuthError as exc:
         return exc.response()
-    return web.json_response(
-        {"token": token, "expires": expires}, headers={"Cache-Control": "no-store"}
-    )
+    answer: dict[str, str | int] = {"token": token, "expires": expires}
+    if reply is not None:
+        answer["reply"] = reply
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -11,8 +11,11 @@ is JSON with ``Cache-Control: no-store``. Requests that look like an upload (a
 multipart body, a content type other than JSON, image or video bytes) are
 refused: images never leave the person's device, only hashes do. Opening
 cases and checking PINs are rate limited per client address (in memory only:
-no address is ever stored), and each case locks itself after too many wrong
-PINs (node/cases.py).
+no address is ever stored), wrong PINs lock a network out of a case
+(node/pinguard.py), and PINs are hashed and checked (scrypt) on a small pool of
+threads of their own, never on the ones match, sync and the witness use; each
+network has at most one PIN check waiting or running at a time, so the pool
+serves networks in turn however many requests one of them sends.
 
 The case number travels in the URL path, so ``hashfed serve``'s access log
 (node/accesslog.py) names routes, never paths; a reverse proxy in front of the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -32,6 +36,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +58,7 @@ from hashfed.node.config import CasesConfig
 from hashfed.node.home import Node
 from hashfed.node.mailer import MailError, check_address, send_case_number
 from hashfed.node.metrics import app_metrics
+from hashfed.node.pinguard import client_net
 
 log = logging.getLogger("hashfed.cases")
 
@@ -118,11 +124,15 @@ class TokenBucket:
         return wait
 
 
-OPEN_GLOBAL_BURST = 200
-"""Cases any number of clients together may open at once (CaseApi's open_global)."""
+OPEN_GLOBAL_BURST = CasesConfig.open_global_burst
+"""Cases any number of clients together may open at once ([cases] open_global_burst)."""
 
-OPEN_GLOBAL_PER_HOUR = 1000.0
+OPEN_GLOBAL_PER_HOUR = CasesConfig.open_global_per_hour
 """How fast that shared allowance refills, in cases an hour."""
+
+FIRST_CASE_WINDOW = 3600.0
+"""A network that opened no case for this many seconds may open one even when the
+shared allowance is spent: draining it never locks people out."""
 
 _EVERYONE = "*"
 
@@ -150,33 +160,61 @@ class CaseApi:
         config: CasesConfig,
         clock: MonotonicClock = time.monotonic,
         send_mail: Callable[[str, str], None] | None = None,
-        open_global: tuple[int, float] = (OPEN_GLOBAL_BURST, OPEN_GLOBAL_PER_HOUR),
+        open_global: tuple[int, float] | None = None,
     ) -> None:
         self.desk = desk
         self.config = config
+        self._clock = clock
         self.opening = TokenBucket(config.open_burst, config.open_per_hour, clock)
         # One bucket shared by every client: holds a caller with many addresses.
-        self.opening_everyone = TokenBucket(open_global[0], open_global[1], clock, 1)
+        burst, per_hour = open_global or (config.open_global_burst, config.open_global_per_hour)
+        self.opening_everyone = TokenBucket(burst, per_hour, clock, 1)
+        self._last_opened: OrderedDict[str, float] = OrderedDict()  # network -> time
         self.guessing = TokenBucket(config.guess_burst, config.guess_per_hour, clock)
+        # PIN hashing (scrypt) has threads of its own; each network has at most one
+        # check waiting or running, so the threads serve networks in turn.
+        self.pin_executor = ThreadPoolExecutor(config.pin_workers, thread_name_prefix="hashfed-pin")
+        self.pin_checks: set[str] = set()
         self.send_mail = send_mail or (
             (lambda to, number: send_case_number(config, to, number, desk.origin))
             if config.smtp_host
             else None
         )
 
-    def client(self, request: web.Request) -> str:
-        """Returns the client's rate-limit key (:func:`client_key`) from the trusted proxy's
-        header if configured, else from the peer's address."""
+    def address(self, request: web.Request) -> str:
+        """Returns the client's address: from the trusted proxy's header if configured,
+        else the peer's address."""
         if self.config.client_ip_header:
             value = request.headers.get(self.config.client_ip_header, "")
             last = value.split(",")[-1].strip()
             if last:
-                return client_key(last)
-        return client_key(request.remote or "-")
+                return last
+        return request.remote or "-"
+
+    def client(self, request: web.Request) -> str:
+        """Returns the client's rate-limit key (:func:`client_key`)."""
+        return client_key(self.address(request))
 
     def take_opening(self, request: web.Request) -> float:
-        """Takes a token to open a case from the client's bucket, then from everyone's."""
-        return self.opening.take(self.client(request)) or self.opening_everyone.take(_EVERYONE)
+        """Takes a token to open a case from the client's bucket, then from everyone's;
+        a network's first case in FIRST_CASE_WINDOW needs no shared token."""
+        wait = self.opening.take(self.client(request))
+        if wait:
+            return wait
+        net, now = client_net(self.address(request)), self._clock()
+        last = self._last_opened.pop(net, None)
+        self._last_opened[net] = now
+        while len(self._last_opened) > 100_000:
+            self._last_opened.popitem(last=False)
+        wait = self.opening_everyone.take(_EVERYONE)
+        if wait and last is not None and now - last < FIRST_CASE_WINDOW:
+            self._last_opened[net] = last  # a refused request does not count
+            return wait
+        return 0.0
+
+    async def run_pin_work(self, work: Callable[[], Any]) -> Any:
+        """Runs work (it hashes a PIN) on the PIN threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.pin_executor, work)
 
 
 CASE_API = web.AppKey("hashfed_case_api", CaseApi)
@@ -242,6 +280,8 @@ async def _json_body(request: web.Request, required: bool) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise _Refused(_error(400, "the body is not valid JSON")) from None
+    except RecursionError:
+        raise _Refused(_error(400, "the body is not valid JSON: nested too deeply")) from None
     if not isinstance(data, dict):
         raise _Refused(_error(400, "the body must be a JSON object"))
     return data
@@ -298,7 +338,7 @@ async def open_case(request: web.Request) -> web.Response:
             except ValueError as exc:
                 raise InvalidCase(str(exc)) from None
         pin = data.get("pin")
-        opened = await asyncio.to_thread(api.desk.open_case, hashes, pin)
+        opened = await api.run_pin_work(functools.partial(api.desk.open_case, hashes, pin))
     except InvalidCase as exc:
         return _error(400, str(exc))
     if metrics is not None:
@@ -317,7 +357,7 @@ async def open_case(request: web.Request) -> web.Response:
 
 
 async def _pin_request(
-    request: web.Request, action: Callable[[str, str], Any], body_allowed: bool
+    request: web.Request, action: Callable[[str, str, str], Any], body_allowed: bool
 ) -> web.Response:
     api = request.app[CASE_API]
     if "pin" in request.query or PIN_HEADER.lower() in (k.lower() for k in request.query):
@@ -328,6 +368,31 @@ async def _pin_request(
         if metrics is not None:
             metrics.case_rate_limited.labels("pin_check").inc()
         return _too_many(wait, "PIN checks")
+    net = client_net(api.address(request))
+    if (net in api.pin_checks or len(api.pin_checks) >= api.config.max_pin_checks) and metrics:
+        metrics.case_rate_limited.labels("pin_check").inc()
+    if net in api.pin_checks:
+        return _error(
+            429,
+            "one PIN check at a time from this network; try again in a second",
+            {"Retry-After": "1"},
+        )
+    if len(api.pin_checks) >= api.config.max_pin_checks:
+        return _error(503, "the case desk is busy; try again in 5 seconds", {"Retry-After": "5"})
+    api.pin_checks.add(net)
+    try:
+        return await _checked_pin_request(request, api, action, body_allowed, net)
+    finally:
+        api.pin_checks.discard(net)
+
+
+async def _checked_pin_request(
+    request: web.Request,
+    api: CaseApi,
+    action: Callable[[str, str, str], Any],
+    body_allowed: bool,
+    net: str,
+) -> web.Response:
     pin = request.headers.get(PIN_HEADER)
     try:
         data = await _json_body(request, required=False) if body_allowed else {}
@@ -339,10 +404,12 @@ async def _pin_request(
     if not isinstance(pin, str) or not pin:
         return _error(400, f'send the case\'s PIN in the {PIN_HEADER} header or as {{"pin": ...}}')
     try:
-        status = await asyncio.to_thread(action, request.match_info["number"], pin)
+        number = request.match_info["number"]
+        status = await api.run_pin_work(functools.partial(action, number, pin, net))
     except CaseNotFound as exc:
         return _error(404, str(exc))
     except CaseLocked as exc:
+        metrics = app_metrics(request.app)
         if metrics is not None:
             metrics.case_lockouts.inc()
         return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
@@ -381,16 +448,21 @@ def setup_case_api(
     *,
     clock: MonotonicClock = time.monotonic,
     send_mail: Callable[[str, str], None] | None = None,
-    open_global: tuple[int, float] = (OPEN_GLOBAL_BURST, OPEN_GLOBAL_PER_HOUR),
+    open_global: tuple[int, float] | None = None,
 ) -> CaseApi:
     """Adds the case routes to app (a node app from server.create_app) and returns their state.
 
     clock drives the rate limits (tests pass a fake one); send_mail(to, number)
     replaces the SMTP sender; open_global is (burst, per hour) of the bucket all
-    clients share for opening cases.
+    clients share for opening cases (default: from config).
     """
     api = CaseApi(desk, config, clock, send_mail, open_global)
     app[CASE_API] = api
+
+    async def stop_pin_threads(_app: web.Application) -> None:
+        api.pin_executor.shutdown(wait=True, cancel_futures=True)
+
+    app.on_cleanup.append(stop_pin_threads)
     number = CASES_PATH + "/{number}"
     app.router.add_post(CASES_PATH, open_case)
     app.router.add_get(number, case_status)

@@ -29,14 +29,18 @@ States: ``review`` (held for the operator, ``[cases] review = true``),
 ``withdrawn`` (retracted, or deleted before publication), ``rejected`` (by the
 operator; nothing published).
 
-Guessing is bounded per case: ``max_failures`` wrong PINs lock the case for
-``lockout`` seconds, doubling with each lockout up to a day, persisted in the
-database. A wrong PIN and an unknown case number get the same answer
+Guessing is bounded per (case, client network) and per case by
+:class:`~hashfed.node.pinguard.PinGuard`: ``max_failures`` wrong PINs lock that
+network out of that case for ``lockout`` seconds, doubling up to a day, and a
+case takes at most ``[cases] case_guess_budget`` wrong PINs a day, shared fairly
+between networks, while a network that has not guessed wrong is never refused.
+A wrong PIN and an unknown case number get the same answer
 (:class:`CaseNotFound`, then :class:`CaseLocked` with the same retry time)
-after the same work: an unknown number is checked against a decoy PIN hash,
-its failure written to a decoy row, and its failures and lockouts counted in
-memory under the digest of the number (never the number), least recently
-guessed forgotten first beyond ``UNKNOWN_GUESS_ENTRIES``.
+after the same work: an unknown number is checked against a decoy PIN hash and
+guarded under the digest of its number exactly like a real case (never the
+number; in memory, least recently guessed forgotten first beyond
+``UNKNOWN_GUESS_ENTRIES``). The scrypt check runs outside the desk's lock, so
+opening, batches and the operator never wait behind PIN checks.
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +64,7 @@ from hashfed.node.config import CasesConfig, NodeConfig
 from hashfed.node.db import open_database, transaction
 from hashfed.node.errors import NodeError
 from hashfed.node.ownlog import AppendResult, Clock, NewHash, OwnLog, system_clock
+from hashfed.node.pinguard import GuessRefused, PinGuard
 from hashfed.protocol.errors import InvalidRecord
 from hashfed.protocol.records import HASH_SIZES, STOPNCII_FEEDBACK, Kind, Reason, Verdict
 from hashfed.protocol.validation import Policy, check_hash
@@ -89,9 +93,6 @@ SCRYPT_P = 1
 SCRYPT_SALT_SIZE = 16
 SCRYPT_KEY_SIZE = 32
 SCRYPT_MAXMEM = 2 * 128 * SCRYPT_R * SCRYPT_N  # twice what N and r need (32 MiB)
-
-MAX_LOCKOUT = 86400
-"""The longest a case is locked after too many wrong PINs, in seconds."""
 
 UNKNOWN_GUESS_ENTRIES = 100_000
 """Most unknown case numbers whose wrong PINs are counted (in memory, by digest)."""
@@ -442,9 +443,11 @@ class CaseDesk:
         self._log = OwnLog(db, signer, head_file, policy, clock=lambda: self._log_time)
         self._lock = threading.Lock()
         self._decoy = hash_pin(secrets.token_hex(16))
-        # Wrong-PIN state of unknown numbers, by number digest: (failures, lockouts,
-        # locked until), least recently guessed first. Only the lock touches it.
-        self._unknown: OrderedDict[bytes, tuple[int, int, int]] = OrderedDict()
+        # Wrong-PIN state of every guessed number, known or not, by number digest.
+        # Only the lock touches it.
+        self._guard = PinGuard(
+            config.max_failures, config.lockout, config.case_guess_budget, UNKNOWN_GUESS_ENTRIES
+        )
         # When this desk first saw each pending case pending (for max_hold).
         self._pending_since: dict[str, int] = {}
 
@@ -492,21 +495,22 @@ class CaseDesk:
         )
         return OpenedCase(case_id, format_case_number(raw), generated, state, len(hashes), opened)
 
-    def status(self, number: str, pin: str) -> CaseStatus:
+    def status(self, number: str, pin: str, client: str = "") -> CaseStatus:
         """Returns the status of the case with this number and PIN.
 
-        Raises CaseNotFound (wrong PIN or unknown number, indistinguishably),
-        CaseLocked or InvalidCase (not a case number).
+        client names the caller's network (:func:`~hashfed.node.pinguard.client_net`)
+        for the guessing bounds. Raises CaseNotFound (wrong PIN or unknown number,
+        indistinguishably), CaseLocked or InvalidCase (not a case number).
         """
+        case_id = self._authenticate(number, pin, client)
         with self._lock:
-            case_id = self._authenticate(number, pin)
             return self._status(self.db.conn, case_id)
 
-    def withdraw(self, number: str, pin: str) -> CaseStatus:
+    def withdraw(self, number: str, pin: str, client: str = "") -> CaseStatus:
         """Withdraws the case irreversibly: retracts its published hashes (erasing their
         content) and deletes its pending ones. Withdrawing a withdrawn case changes nothing."""
+        case_id = self._authenticate(number, pin, client)
         with self._lock:
-            case_id = self._authenticate(number, pin)
             conn = self.db.conn
             state = self._state(conn, case_id)
             if state == "rejected":
@@ -524,21 +528,19 @@ class CaseDesk:
     def list_cases(self, state: str | None = None) -> list[dict[str, Any]]:
         """Returns every case (or those in state) for the operator: never a number or PIN."""
         rows = self.db.conn.execute(
-            "SELECT c.id, c.state, c.opened, c.count, c.locked_until,"
+            "SELECT c.id, c.state, c.opened, c.count,"
             " (SELECT count(*) FROM case_hashes h WHERE h.case_id = c.id"
             "  AND h.log_index IS NOT NULL)"
             " FROM cases c WHERE ? IS NULL OR c.state = ? ORDER BY c.opened, c.rowid",
             (state, state),
         ).fetchall()
-        now = self._clock()
         return [
             {
                 "id": r[0],
                 "state": r[1],
                 "opened": day_text(r[2]),
                 "hashes": r[3],
-                "published": r[5],
-                "locked": r[4] > now,
+                "published": r[4],
             }
             for r in rows
         ]
@@ -689,52 +691,30 @@ class CaseDesk:
 
     # -- internals --------------------------------------------------------------------
 
-    def _authenticate(self, number: str, pin: str) -> str:
-        """Returns the id of the case with this number and PIN (the lock is held)."""
+    def _authenticate(self, number: str, pin: str, client: str = "") -> str:
+        """Returns the id of the case with this number and PIN, checked from client's network.
+
+        The guard is consulted and updated under the lock; scrypt runs outside it.
+        """
         raw = parse_case_number(number)
         if not isinstance(pin, str) or not 0 < len(pin) <= PIN_MAX_LENGTH:
             pin = ""
-        conn = self.db.conn
         digest = number_digest(raw)
-        row = conn.execute(
-            "SELECT id, pin_hash, failures, lockouts, locked_until FROM cases"
-            " WHERE number_hash = ?",
-            (digest,),
-        ).fetchone()
-        now = self._clock()
         # An unknown number goes through the same steps as a real case with a wrong
-        # PIN: the same lock check, the same scrypt work, a write, the same counts.
-        if row is None:
-            case_id, stored = None, self._decoy
-            failures, lockouts, locked_until = self._unknown.get(digest, (0, 0, 0))
-        else:
-            case_id, stored, failures, lockouts, locked_until = row
-        if locked_until > now:
-            if row is None:
-                self._unknown.move_to_end(digest)
-            raise CaseLocked(locked_until - now)
+        # PIN: the same guard, the same scrypt work, the same counts.
+        with self._lock:
+            row = self.db.conn.execute(
+                "SELECT id, pin_hash FROM cases WHERE number_hash = ?", (digest,)
+            ).fetchone()
+            try:
+                self._guard.check(digest, client, self._clock())
+            except GuessRefused as refused:
+                raise CaseLocked(refused.retry_after) from None
+        case_id, stored = (None, self._decoy) if row is None else row
         matched = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
         ok = matched and row is not None
-        if ok:
-            failures = lockouts = 0
-        elif failures + 1 >= self.config.max_failures:
-            locked_until = now + min(self.config.lockout * 2**lockouts, MAX_LOCKOUT)
-            failures, lockouts = 0, lockouts + 1
-        else:
-            failures += 1
-        with transaction(self.db) as tx:
-            if row is None:
-                tx.execute("UPDATE case_decoy SET failures = failures + 1 WHERE id = 0")
-            else:
-                tx.execute(
-                    "UPDATE cases SET failures = ?, lockouts = ?, locked_until = ? WHERE id = ?",
-                    (failures, lockouts, locked_until, case_id),
-                )
-        if row is None:
-            self._unknown[digest] = (failures, lockouts, locked_until)
-            self._unknown.move_to_end(digest)
-            while len(self._unknown) > UNKNOWN_GUESS_ENTRIES:
-                self._unknown.popitem(last=False)
+        with self._lock:
+            self._guard.record(digest, client, self._clock(), ok)
         if not ok:
             raise CaseNotFound()
         return str(case_id)

@@ -131,9 +131,15 @@ def keys_group() -> None:
 
 
 @keys_group.command("show")
+@click.argument(
+    "only",
+    metavar="[log|peer|witness]",
+    required=False,
+    type=click.Choice(["log", "peer", "witness"]),
+)
 @output_options
 @click.pass_obj
-def keys_show(home: Path, fmt: str) -> None:
+def keys_show(home: Path, only: str | None, fmt: str) -> None:
     """Print the node's three public verifier keys, one per purpose.
 
     'log' signs its log, 'peer' authenticates it to other nodes, and 'witness'
@@ -141,9 +147,12 @@ def keys_show(home: Path, fmt: str) -> None:
     'hashfed trust add <log vkey>', accept it as a peer with 'hashfed peers add
     NAME URL <peer vkey>', and list it as a witness in their tlog-policy file.
 
+    With one of log, peer or witness, prints just that vkey (for scripts).
+
     \b
     Example:
         hashfed keys show --json
+        hashfed trust add "$(hashfed --dir ../publisher keys show log)" --role publisher
     """
     with open_node(home) as node:
         rows = [
@@ -155,6 +164,9 @@ def keys_show(home: Path, fmt: str) -> None:
                 "file": str(node.config.witness_key),
             },
         ]
+    if only is not None:
+        click.echo(next(row["vkey"] for row in rows if row["key"] == only))
+        return
     if fmt == "table":
         for row in rows:
             click.echo(f"{row['key']}: {row['vkey']}")

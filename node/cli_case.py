@@ -28,7 +28,7 @@ from hashfed.node.caseapi import CASES_PATH, PIN_HEADER
 from hashfed.node.cases import MAX_CASE_HASHES, STATES, CaseDesk, open_case_desk
 from hashfed.node.cli_witness import push_now
 from hashfed.node.home import open_node
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, output_options, plural
 
 PIN_ENV = "HASHFED_CASE_PIN"
 PUBLISHER_ENV = "HASHFED_PUBLISHER"
@@ -104,12 +104,15 @@ def _request(
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=TIMEOUT) as response:
-            answer: dict[str, Any] = json.loads(response.read())
+            try:
+                answer: dict[str, Any] = json.loads(response.read())
+            except (ValueError, RecursionError):
+                raise click.ClickException("the case desk's answer is not JSON") from None
             return answer
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             message = exc.reason
         retry = exc.headers.get("Retry-After")
         raise click.ClickException(
@@ -219,7 +222,9 @@ def case_open(
         "review": "waiting for the publisher's review, then the next publishing batch",
         "pending": "waiting for the next publishing batch",
     }.get(str(answer.get("state")), str(answer.get("state")))
-    click.echo(f"Case opened with {answer.get('hashes')} hashes, {waiting}.\n")
+    count = answer.get("hashes")
+    noun = plural(count, "hash", "hashes") if isinstance(count, int) else f"{count} hashes"
+    click.echo(f"Case opened with {noun}, {waiting}.\n")
     click.echo(f"  case number: {answer['case']}")
     if "pin" in answer:
         click.echo(f"  PIN:         {answer['pin']}")
@@ -316,7 +321,7 @@ def _with_desk(home: Path) -> tuple[Any, CaseDesk]:
 @output_options
 @click.pass_obj
 def cases_list(home: Path, state: str | None, fmt: str) -> None:
-    """List the cases: id, state, date opened, hashes, published, locked.
+    """List the cases: id, state, date opened, hashes, published.
 
     Case numbers and PINs are not stored, so they cannot be shown.
 
@@ -328,7 +333,7 @@ def cases_list(home: Path, state: str | None, fmt: str) -> None:
     with node:
         rows = desk.list_cases(state)
         desk.close()
-    emit(rows, fmt, ["id", "state", "opened", "hashes", "published", "locked"])
+    emit(rows, fmt, ["id", "state", "opened", "hashes", "published"])
 
 
 @cases_group.command("approve")
@@ -379,7 +384,8 @@ def cases_publish(home: Path, as_json: bool) -> None:
         click.echo(json.dumps(dataclasses.asdict(result)))
     elif result.published:
         click.echo(
-            f"published {result.published} hashes of {result.cases} cases from index "
+            f"published {plural(result.published, 'hash', 'hashes')} of "
+            f"{plural(result.cases, 'case')} from index "
             f"{result.first_index}"
         )
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ def _table_rows(result: Result, dihedral: bool) -> list[dict[str, Any]]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=False))
 @output_options
 @click.option(
+    "--jsonl",
+    "fmt",
+    flag_value="jsonl",
+    help="Print JSON lines (kind, hash, quality, path, variant), which `hashfed publish` reads.",
+)
+@click.option(
     "--dihedral", is_flag=True, help="Also print the 8 rotation/flip PDQ hashes of each photo."
 )
 @click.option(
@@ -58,17 +65,18 @@ def hash_command(
     webp. Videos: mp4 mov avi qt wmv 3gp (MD5 of the file; only files with a video
     track). A photo with an EXIF orientation also gets an
     "exif-rotated" hash of what a viewer shows. PDQ quality below 50 is shown but left
-    out of --csv, which is the format `hashfed publish` reads. Exit status 1 if any
-    file could not be hashed.
+    out of --csv and --jsonl, the formats `hashfed publish` reads. Exit status 1 if
+    any file could not be hashed.
 
     \b
     Example:
         hashfed hash ~/Pictures/case-42 --csv > case-42.csv
+        hashfed hash ~/Pictures/case-42 --jsonl | hashfed publish -
         hashfed hash photo.jpg --dihedral --json
     """
-    if dihedral and fmt == "csv":
+    if dihedral and fmt in ("csv", "jsonl"):
         raise click.UsageError(
-            "--dihedral is for matching, --csv is the publish format: use one or the other"
+            f"--dihedral is for matching, --{fmt} is a publish format: use one or the other"
         )
     total = sum(1 for _ in iter_files(paths))
     results: list[Result] = []
@@ -92,10 +100,17 @@ def hash_command(
         emit([], fmt, [], document=document)
     elif fmt == "csv":
         emit([r.to_dict() for r in results if r.publishable], fmt, CSV_COLUMNS)
+    elif fmt == "jsonl":
+        for r in results:
+            if r.publishable:
+                row = {k: v for k, v in r.to_dict().items() if k in CSV_COLUMNS}
+                if row.get("quality") is None:
+                    row.pop("quality", None)
+                click.echo(json.dumps(row, separators=(",", ":")))
     else:
         emit([row for r in results for row in _table_rows(r, dihedral)], fmt, TABLE_COLUMNS)
     if low:
-        where = "left out of the CSV" if fmt == "csv" else "not publishable"
+        where = f"left out of the {fmt.upper()}" if fmt in ("csv", "jsonl") else "not publishable"
         click.echo(
             f"note: {len(low)} hash(es) below PDQ quality {PDQ_QUALITY_THRESHOLD} {where}: "
             "the photo has too little detail to match reliably",

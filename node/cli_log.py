@@ -7,18 +7,22 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from hashfed.node import logstore
+from hashfed.node import logstore, peers
 from hashfed.node.cli_witness import push_now
+from hashfed.node.db import transaction
 from hashfed.node.home import open_node
 from hashfed.node.inputs import read_hashes
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, output_options, plural
 from hashfed.node.verify import VerifyReport, verify_bank, verify_log
 from hashfed.protocol.checkpoint import parse_checkpoint_body
 from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.merkle import check_inclusion, inclusion_proof, leaf_hash
 from hashfed.protocol.records import Addition, Feedback, Reason, Retraction, decode_record
 from hashfed.protocol.tiles import TileHashReader
-from hashfed.protocol.tlog_proof import format_tlog_proof
+from hashfed.protocol.tlog_proof import check_tlog_proof, format_tlog_proof, parse_tlog_proof
+from hashfed.signing.errors import SigningError
+from hashfed.signing.keys import parse_verifier
+from hashfed.signing.note import VerifierList
 
 PUBLISH_BATCH = 10_000
 
@@ -78,7 +82,8 @@ def publish_command(
         emit([], "json", [], document=summary)
     else:
         click.echo(
-            f"published {len(hashes)} records at indices {first}..{result.checkpoint.size - 1};"
+            f"published {plural(len(hashes), 'record')} at indices "
+            f"{first}..{result.checkpoint.size - 1};"
             f" log size {result.checkpoint.size}"
         )
 
@@ -107,7 +112,7 @@ def retract_command(home: Path, indices: tuple[int, ...], reason: str) -> None:
         result = node.own_log().retract(indices, Reason(reason))
         push_now(node)
     click.echo(
-        f"retracted {len(set(indices))} records in entries "
+        f"retracted {plural(len(set(indices)), 'record')} in entries "
         f"{result.first_index}..{result.first_index + result.count - 1}"
     )
 
@@ -228,7 +233,9 @@ def log_proof(home: Path, index: int, as_json: bool) -> None:
         log = logstore.get_log(conn, node.config.origin)
         assert log is not None and log.checkpoint is not None
         if index >= log.size:
-            raise click.ClickException(f"entry {index} does not exist: the log has {log.size}")
+            raise click.ClickException(
+                f"entry {index} does not exist: the log has {plural(log.size, 'entry', 'entries')}"
+            )
         reader = TileHashReader(
             log.size, lambda lvl, idx, w: logstore.read_tile(conn, log.id, lvl, idx, w)
         )
@@ -243,11 +250,90 @@ def log_proof(home: Path, index: int, as_json: bool) -> None:
             "leaf_hash": leaf_hash(entry).hex(),
             "proof": [h.hex() for h in proof],
             "checkpoint": log.checkpoint,
-            "tlog_proof": format_tlog_proof(index, proof, log.checkpoint),
+            "entry": entry.hex(),
+            "tlog_proof": format_tlog_proof(index, proof, log.checkpoint, entry),
         }
         emit([], "json", [], document=doc)
         return
-    click.echo(format_tlog_proof(index, proof, log.checkpoint), nl=False)
+    click.echo(format_tlog_proof(index, proof, log.checkpoint, entry), nl=False)
+
+
+@log_group.command("check-proof")
+@click.argument("source", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@click.argument("entry_file", metavar="[ENTRY]", type=click.File("rb"), required=False)
+@click.option("--vkey", required=True, help="The log's verifier key (trusted, from its operator).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def log_check_proof(
+    source: IO[str], entry_file: IO[bytes] | None, vkey: str, as_json: bool
+) -> None:
+    """Check a C2SP tlog-proof offline: the checkpoint's signature and the entry's inclusion.
+
+    Needs no node. The entry is the one the proof carries ('hashfed log proof'
+    puts it there); ENTRY, a file holding the entry's bytes, checks that the
+    proof is for exactly those bytes (and is needed for a proof without one).
+    Exits 0 if the proof holds, 1 saying why if it does not.
+
+    \b
+    Example:
+        hashfed log proof 42 > entry-42.tlog-proof
+        hashfed log check-proof entry-42.tlog-proof --vkey 'stopncii.example/bank+…'
+    """
+    try:
+        verifier = parse_verifier(vkey)
+        proof = parse_tlog_proof(source.read())
+        entry = None if entry_file is None else entry_file.read()
+        cp = check_tlog_proof(proof, VerifierList(verifier), verifier.name, entry)
+    except (ProtocolError, SigningError) as exc:
+        raise click.ClickException(f"the proof does not hold: {exc}") from None
+    checked = proof.extra if entry is None else entry
+    assert checked is not None
+    if as_json:
+        doc = {
+            "ok": True,
+            "origin": cp.origin,
+            "index": proof.index,
+            "size": cp.size,
+            "root": cp.root.hex(),
+            "leaf_hash": leaf_hash(checked).hex(),
+        }
+        emit([], "json", [], document=doc)
+        return
+    click.echo(
+        f"ok: entry {proof.index} is in {cp.origin} at size {cp.size} "
+        f"(root {cp.root.hex()[:16]}…), signed by {verifier.name}"
+    )
+
+
+@log_group.command("forget")
+@click.argument("origin")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def log_forget(home: Path, origin: str, yes: bool) -> None:
+    """Drop the mirrored log of ORIGIN and everything the node holds of it.
+
+    Its entries, tiles, checkpoints, bank rows, evidence and sync state go, and
+    the node stops trusting ORIGIN. The node's own log is never dropped. A later
+    'hashfed trust add' starts the log again from nothing.
+
+    \b
+    Example:
+        hashfed log forget partner-b.example/hashfed --yes
+    """
+    with open_node(home) as node, transaction(node.db) as conn:
+        log = logstore.get_log(conn, origin)
+        if log is None:
+            raise click.ClickException(f"this node holds no log {origin!r} (see 'hashfed status')")
+        if log.own:
+            raise click.ClickException(f"{origin!r} is this node's own log; it is never forgotten")
+        noun = "entry" if log.size == 1 else "entries"
+        if not yes:
+            click.confirm(
+                f"Forget {origin} ({log.size} {noun}, its bank rows and evidence) and stop "
+                "trusting it?",
+                abort=True,
+            )
+        peers.forget_mirror(conn, log)
+    click.echo(f"forgot {origin} ({log.size} {noun})")
 
 
 @log_group.command("verify")
@@ -289,8 +375,8 @@ def log_verify(home: Path, origin: str | None, as_json: bool) -> None:
         )
     else:
         click.echo(
-            f"{report.origin}: {report.entries} entries, {report.tiles} tiles, "
-            f"{report.bank_rows} bank rows checked in "
+            f"{report.origin}: {plural(report.entries, 'entry', 'entries')}, "
+            f"{plural(report.tiles, 'tile')}, {plural(report.bank_rows, 'bank row')} checked in "
             f"{report.log_seconds + report.bank_seconds:.2f}s"
         )
         for problem in report.problems:

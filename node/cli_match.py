@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import click
 from hashfed.hasher import DIHEDRAL_NAMES, MD5_NAME, PDQ_NAME, STORED, FileError, hash_paths
 from hashfed.node import logstore
 from hashfed.node.home import open_node
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, iso_time, output_options, plural
 from hashfed.protocol.records import Verdict
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -68,7 +67,7 @@ def _file_queries(paths: list[Path], dihedral: bool) -> tuple[list[Query], list[
 
 
 def _when(t: int | None) -> str:
-    return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return iso_time(t) or ""
 
 
 def _feedback_cell(counts: dict[str, int]) -> str:
@@ -212,7 +211,7 @@ def feedback_command(
         if row is None:
             raise click.ClickException(
                 f"entry {index} of {origin} is not a hash addition this node holds "
-                f"(it holds {log.size} entries of that log)"
+                f"(it holds {plural(log.size, 'entry', 'entries')} of that log)"
             )
         result = node.own_log().feedback(origin, index, Verdict(verdict), tags)
         own = node.config.origin

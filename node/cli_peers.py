@@ -212,12 +212,17 @@ def trust_list(home: Path, fmt: str) -> None:
 def trust_remove(home: Path, origin: str) -> None:
     """Stop trusting ORIGIN: sync no longer fetches or applies its log.
 
-    What the node already holds from ORIGIN is kept.
+    What the node already holds from ORIGIN is kept ('hashfed log forget'
+    drops it); a log that holds nothing yet is forgotten at once, so a mistaken
+    'trust add' can simply be done again.
 
     \b
     Example:
         hashfed trust remove partner-b.example/hashfed
     """
     with open_node(home) as node, transaction(node.db) as conn:
-        peers.remove_trust(conn, origin)
-    click.echo(f"no longer trusting {origin}")
+        forgotten = peers.remove_trust(conn, origin)
+    click.echo(
+        f"no longer trusting {origin}"
+        + ("; its log held nothing, so the node forgot it" if forgotten else "")
+    )

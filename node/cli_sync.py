@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from hashfed.node.errors import NodeError
 from hashfed.node.health import UNKNOWN, assess, row_problems, status_rows
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import log_options
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, iso_time, output_options
 from hashfed.node.policyfile import load_policy
 from hashfed.node.syncer import Outcome, sync_node
 from hashfed.node.witnesspush import log_push, push_checkpoint
@@ -57,7 +56,10 @@ def _progress_bars(silent: bool) -> Iterator[Any]:
             bar.__exit__(None, None, None)
 
 
-def _outcome_row(outcome: Outcome) -> dict[str, Any]:
+def _outcome_row(outcome: Outcome, flagged: int) -> dict[str, Any]:
+    """Returns one origin's sync outcome; flagged is the entries flagged once it is
+    over, as 'hashfed status' counts them (a flag raised and cleared within the
+    sync, e.g. content erased before its retraction arrived, is not counted)."""
     result = outcome.result
     return {
         "origin": outcome.origin,
@@ -67,7 +69,7 @@ def _outcome_row(outcome: Outcome) -> dict[str, Any]:
         "old_size": result.old_size if result else None,
         "new_size": result.new_size if result else None,
         "applied": result.applied if result else 0,
-        "flagged": result.flagged if result else 0,
+        "flagged": flagged,
         "retracted": result.retracted if result else 0,
         "errors": outcome.errors or [],
         "notes": outcome.notes,
@@ -98,7 +100,8 @@ def sync_command(
         outcomes = asyncio.run(
             sync_node(node, peer_name=peer_name, origin=origin, progress=factory)
         )
-    rows = [_outcome_row(o) for o in outcomes]
+        flagged = {o.origin: logstore.flagged_count(node.db.conn, o.origin) for o in outcomes}
+    rows = [_outcome_row(o, flagged[o.origin]) for o in outcomes]
     if as_json:
         emit(rows, "json", [])
     else:
@@ -186,11 +189,7 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
         for row in rows:
             row["evidence_count"] = len(row["evidence"])
             row["root_prefix"] = row["root"][:12]
-            row["synced_at"] = (
-                None
-                if row["last_sync"] is None
-                else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(row["last_sync"]))
-            )
+            row["synced_at"] = iso_time(row["last_sync"])
         emit(
             rows,
             "table",

@@ -11,7 +11,7 @@ import click
 from hashfed.node.db import transaction
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, open_node
-from hashfed.node.output import emit, output_options
+from hashfed.node.output import emit, iso_time, output_options
 from hashfed.node.policyfile import load_policy, policy_path
 from hashfed.node.witnesspush import push_checkpoint
 from hashfed.protocol.errors import ProtocolError
@@ -78,6 +78,8 @@ def witness_list(home: Path, fmt: str) -> None:
                 "SELECT origin, size, updated, vkey FROM witnessed ORDER BY origin"
             )
         ]
+    if fmt != "json":  # people and spreadsheets read ISO 8601; scripts get Unix seconds
+        rows = [{**row, "updated": iso_time(row["updated"])} for row in rows]
     emit(rows, fmt, ["origin", "size", "updated", "vkey"])
 
 
@@ -139,8 +141,8 @@ def policy_set(home: Path, source: Any) -> None:
     \b
     Example policy:
         log stopncii.example/bank+1a2b3c4d+AUx...
-        witness a partner-a.example/hashfed/witness+…+BF… https://a.example
-        witness b partner-b.example/hashfed/witness+…+BG… https://b.example
+        witness a partner-a.example/hashfed/witness+…+BF… https://a.example/witness
+        witness b partner-b.example/hashfed/witness+…+BG… https://b.example/witness
         group both all a b
         quorum both
     """

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hashfed.node.errors import NodeError, NotANode
+from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.records import check_origin
 from hashfed.protocol.validation import DEFAULT_MIN_PDQ_QUALITY
 
@@ -79,14 +80,20 @@ class CasesConfig:
     review holds new cases for the operator's approval. Pending hashes are
     published every batch_interval seconds, with their time rounded down to
     time_granularity, once at least min_batch_cases cases are pending or the
-    oldest has waited max_hold seconds. open_burst/open_per_hour and guess_burst/guess_per_hour
-    are per-client token buckets for opening cases and for PIN checks;
-    max_failures wrong PINs lock a case for lockout seconds, doubling each time
-    (at most a day). smtp_* say where the optional email goes (smtp_host empty:
-    no email); smtp_starttls (default on) upgrades the SMTP connection with
-    STARTTLS before the case number is sent. client_ip_header names a header a
-    trusted reverse proxy sets to the client's address (empty: the TCP peer's
-    address).
+    oldest has waited max_hold seconds. open_burst/open_per_hour and
+    guess_burst/guess_per_hour are per-client token buckets for opening cases
+    and for PIN checks; open_global_burst/open_global_per_hour is the bucket
+    all clients share for opening cases (a network's first case in an hour
+    passes even when it is empty). max_failures wrong PINs from one network
+    lock it out of a case for lockout seconds, doubling each time (at most a
+    day); case_guess_budget bounds the wrong PINs one case takes a day from all
+    networks together (node/pinguard.py). pin_workers threads hash and check
+    PINs (scrypt), apart from everything else; at most max_pin_checks checks
+    wait for them at once. smtp_* say where the optional email goes (smtp_host
+    empty: no email); smtp_starttls (default on) upgrades the SMTP connection
+    with STARTTLS before the case number is sent. client_ip_header names a
+    header a trusted reverse proxy sets to the client's address (empty: the TCP
+    peer's address).
     """
 
     review: bool = False
@@ -100,6 +107,11 @@ class CasesConfig:
     guess_per_hour: float = 30
     max_failures: int = 5
     lockout: int = 60
+    case_guess_budget: int = 100
+    open_global_burst: int = 200
+    open_global_per_hour: float = 1000
+    pin_workers: int = 2
+    max_pin_checks: int = 1000
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_from: str = ""
@@ -261,6 +273,13 @@ def load_config(home: Path) -> NodeConfig:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise NodeError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return _node_config(home, path, data)
+    except ProtocolError as exc:  # an origin that is not one, named by check_origin
+        raise NodeError(f"{path}: {exc}") from None
+
+
+def _node_config(home: Path, path: Path, data: dict[str, Any]) -> NodeConfig:
     origin = data.get("origin")
     role = data.get("role", "partner")
     quality = data.get("min_pdq_quality", DEFAULT_MIN_PDQ_QUALITY)
@@ -416,9 +435,17 @@ def _cases_toml(cases: CasesConfig) -> str:
         f"open_per_hour = {_toml_number(cases.open_per_hour)}\n"
         f"guess_burst = {cases.guess_burst}\n"
         f"guess_per_hour = {_toml_number(cases.guess_per_hour)}\n"
-        "# Wrong PINs before a case is locked, and the first lockout in seconds (doubles).\n"
+        "# Wrong PINs from one network before it is locked out of a case, and the first\n"
+        "# lockout in seconds (doubles); wrong PINs one case takes a day from everyone.\n"
         f"max_failures = {cases.max_failures}\n"
         f"lockout = {cases.lockout}\n"
+        f"case_guess_budget = {cases.case_guess_budget}\n"
+        "# Cases all clients together may open (burst, then per hour).\n"
+        f"open_global_burst = {cases.open_global_burst}\n"
+        f"open_global_per_hour = {_toml_number(cases.open_global_per_hour)}\n"
+        "# Threads that check PINs (scrypt), and how many checks may wait for them.\n"
+        f"pin_workers = {cases.pin_workers}\n"
+        f"max_pin_checks = {cases.max_pin_checks}\n"
         "# SMTP server for the optional email of the case number (empty host: no email).\n"
         f"smtp_host = {_toml_string(cases.smtp_host)}\n"
         f"smtp_port = {cases.smtp_port}\n"
@@ -456,6 +483,17 @@ def _cases_config(path: Path, section: dict[str, Any]) -> CasesConfig:
         guess_per_hour=_number(path, "[cases] guess_per_hour", get("guess_per_hour"), 0.01, 1e6),
         max_failures=_integer(path, "[cases] max_failures", get("max_failures"), 1, 100),
         lockout=_integer(path, "[cases] lockout", get("lockout"), 1, day),
+        case_guess_budget=_integer(
+            path, "[cases] case_guess_budget", get("case_guess_budget"), 1, 100_000
+        ),
+        open_global_burst=_integer(
+            path, "[cases] open_global_burst", get("open_global_burst"), 1, 1_000_000
+        ),
+        open_global_per_hour=_number(
+            path, "[cases] open_global_per_hour", get("open_global_per_hour"), 0.01, 1e7
+        ),
+        pin_workers=_integer(path, "[cases] pin_workers", get("pin_workers"), 1, 64),
+        max_pin_checks=_integer(path, "[cases] max_pin_checks", get("max_pin_checks"), 1, 100_000),
         smtp_host=_string(path, "[cases] smtp_host", get("smtp_host")),
         smtp_port=_integer(path, "[cases] smtp_port", get("smtp_port"), 1, 65535),
         smtp_from=_string(path, "[cases] smtp_from", get("smtp_from")),

@@ -17,6 +17,7 @@ from hashfed.node.ownlog import Clock, OwnLog, system_clock, write_signed_head
 from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
 from hashfed.protocol.merkle import EMPTY_ROOT
 from hashfed.protocol.records import check_origin
+from hashfed.protocol.session import PEER_KEY_PREFIX, is_peer_key_name, peer_key_name
 from hashfed.protocol.validation import Policy
 from hashfed.signing.cosignature import CosignatureSigner, parse_cosignature_signer
 from hashfed.signing.keys import (
@@ -105,6 +106,8 @@ class Node:
 def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     """Creates a node directory with new log-signing and peer keys and an empty signed log."""
     check_origin(origin)
+    if is_peer_key_name(origin):
+        raise NodeError(f"an origin cannot start with {PEER_KEY_PREFIX!r}: peer keys are named so")
     config = NodeConfig(home=home, origin=origin, role=role)
     if (home / "hashfed.toml").exists() or config.database.exists():
         raise NodeError(f"{home} already holds a hashfed node; choose another directory")
@@ -113,7 +116,7 @@ def init_node(home: Path, origin: str, role: str = "partner") -> Node:
     config.log_key.parent.mkdir(exist_ok=True, mode=0o700)
     skey, vkey = generate_key(origin)
     write_key_file(config.log_key, skey + "\n")
-    peer_skey, _ = generate_key(origin)
+    peer_skey, _ = generate_key(peer_key_name(origin))
     write_key_file(config.peer_key, peer_skey + "\n")
     ensure_witness_key(config)
     ensure_api_token(home)
@@ -139,10 +142,12 @@ def open_node(home: Path) -> Node:
             f"{config.origin!r}; a log's origin must equal its key's name"
         )
     peer_signer = parse_signer(read_key_file(config.peer_key).strip())
-    if peer_signer.name != config.origin:
+    # Nodes made before peer keys had their own names used the origin; they still open.
+    if peer_signer.name not in (peer_key_name(config.origin), config.origin):
         raise NodeError(
             f"the key in {config.peer_key} is named {peer_signer.name!r} but the node's origin "
-            f"is {config.origin!r}; the peer-authentication key is named after the origin"
+            f"is {config.origin!r}; the peer-authentication key is named "
+            f"{peer_key_name(config.origin)!r}"
         )
     if peer_signer.vkey() == signer.vkey():
         raise NodeError(

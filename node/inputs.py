@@ -78,6 +78,8 @@ def _rows(source: IO[str], fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidRecord(f"line {number}: not JSON: {exc.msg}") from None
+            except RecursionError:
+                raise InvalidRecord(f"line {number}: JSON nested too deeply") from None
             if not isinstance(value, dict):
                 raise InvalidRecord(f"line {number}: want a JSON object")
             yield number, value

@@ -207,3 +207,49 @@ def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int
             continue
         items[idx - start] = bank_content(kind, digest, quality, labels, added, salt).encode()
     return encode_bundle(items)
+
+
+def _log_tables(conn: sqlite3.Connection) -> list[str]:
+    """Returns the tables that hold rows of a log (those with a log_id column)."""
+    tables = [
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    ]
+    return [
+        table
+        for table in tables
+        if any(col[1] == "log_id" for col in conn.execute(f'PRAGMA table_info("{table}")'))
+    ]
+
+
+def log_rows(conn: sqlite3.Connection, log: LogRow) -> dict[str, int]:
+    """Returns how many rows each table holds for log (tables holding none left out)."""
+    counts = {}
+    for table in _log_tables(conn):
+        (n,) = conn.execute(
+            f'SELECT count(*) FROM "{table}" WHERE log_id = ?', (log.id,)
+        ).fetchone()
+        if n:
+            counts[table] = int(n)
+    return counts
+
+
+def forget_log(conn: sqlite3.Connection, log: LogRow) -> None:
+    """Deletes a mirrored log and everything the node holds of it (run it in a transaction).
+
+    The node's own log is never forgotten: its signed head outlives the database.
+    """
+    if log.own:
+        raise AssertionError("bad math: forget_log called on the node's own log")
+    for table in _log_tables(conn):
+        conn.execute(f'DELETE FROM "{table}" WHERE log_id = ?', (log.id,))
+    conn.execute("DELETE FROM logs WHERE id = ?", (log.id,))
+
+
+def flagged_count(conn: sqlite3.Connection, origin: str) -> int:
+    """Returns how many entries of origin's log are flagged now (0 if the node holds none)."""
+    row = conn.execute(
+        "SELECT count(*) FROM flags JOIN logs ON logs.id = flags.log_id WHERE logs.origin = ?",
+        (origin,),
+    ).fetchone()
+    return int(row[0])

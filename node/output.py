@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -66,3 +67,17 @@ def emit(
             writer.writerow({c: _cell(row.get(c)) for c in columns})
     else:
         click.echo(render_table(rows, columns))
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """Returns "1 hash", "2 hashes": count and the noun that agrees with it."""
+    if count == 1:
+        return f"{count} {singular}"
+    return f"{count} {plural_form or singular + 's'}"
+
+
+def iso_time(seconds: int | float | None) -> str | None:
+    """Returns Unix seconds as ISO 8601 UTC (``2026-01-31T12:00:00Z``), None as None."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

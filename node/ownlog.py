@@ -232,7 +232,8 @@ class OwnLog:
         first = log.size
         beyond = [i for record in retractions for i in record.indices if i >= first]
         if beyond:
-            raise InvalidRecord(f"entry {beyond[0]} does not exist: the log has {first} entries")
+            noun = "entry" if first == 1 else "entries"
+            raise InvalidRecord(f"entry {beyond[0]} does not exist: the log has {first} {noun}")
         if retractions:
             view = _BankView(conn, log.id)
             for record in retractions:

@@ -31,6 +31,7 @@ from hashfed.node.config import ROLES
 from hashfed.node.errors import AlreadyConfigured, InvalidPeer, NotConfigured
 from hashfed.protocol.errors import MalformedRecord
 from hashfed.protocol.records import check_origin
+from hashfed.protocol.session import PEER_KEY_PREFIX, is_peer_key_name
 from hashfed.signing.errors import MalformedKey
 from hashfed.signing.keys import ALG_ED25519, Verifier, decode_vkey, parse_verifier
 
@@ -59,7 +60,7 @@ class Peer:
 
     @property
     def key_name(self) -> str:
-        """The name of the peer's key: its origin, and the audience of sessions with it."""
+        """The name of the peer's key (``peer:<origin>``): the audience of sessions with it."""
         return self.vkey.split("+", 1)[0]
 
     def verifier(self) -> Verifier:
@@ -165,7 +166,13 @@ def add_peer(
     if extra and (not url or "" in extra):
         raise InvalidPeer("a peer that only reads (URL -) cannot have mirrors")
     url = " ".join(dict.fromkeys([url, *extra]))
-    check_ed25519_vkey(vkey)
+    key_name = check_ed25519_vkey(vkey)
+    if not is_peer_key_name(key_name):
+        raise InvalidPeer(
+            f"{vkey} is a log-signing key (its name is an origin, {key_name!r}); a peer is added "
+            f"with its peer-authentication key, named '{PEER_KEY_PREFIX}{key_name}' ('peer' in "
+            "its 'hashfed keys show'). A log key goes to 'hashfed trust add'"
+        )
     read = tuple(dict.fromkeys(read)) if read else None
     for origin in read or ():
         _check_read_origin(origin)
@@ -215,6 +222,12 @@ def add_trust(conn: sqlite3.Connection, vkey: str, role: str) -> TrustedLog:
     another key. Creates the origin's empty log if the node holds none.
     """
     origin = check_ed25519_vkey(vkey)
+    if is_peer_key_name(origin):
+        raise InvalidPeer(
+            f"{vkey} is a peer-authentication key (its name starts with {PEER_KEY_PREFIX!r}); "
+            f"trust a log by its log-signing key, named {origin[len(PEER_KEY_PREFIX) :]!r} "
+            "('log' in its 'hashfed keys show'). A peer key goes to 'hashfed peers add'"
+        )
     if role not in ROLES:
         raise InvalidPeer(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     try:
@@ -258,10 +271,25 @@ def list_trust(conn: sqlite3.Connection) -> list[TrustedLog]:
     return [TrustedLog(*row) for row in rows]
 
 
-def remove_trust(conn: sqlite3.Connection, origin: str) -> None:
+def remove_trust(conn: sqlite3.Connection, origin: str) -> bool:
     """Stops trusting origin, raising NotConfigured if it is not trusted.
 
-    The log the node holds for origin is kept; sync no longer fetches or applies it.
+    A log the node holds nothing of (no entry, checkpoint, evidence or sync
+    state) is forgotten too, so that a mistaken ``trust add`` leaves no trace and
+    the origin can be trusted again under another key; returns whether it was.
+    Any other log is kept; sync no longer fetches or applies it (``hashfed log
+    forget`` drops it).
     """
     if conn.execute("DELETE FROM trust WHERE origin = ?", (origin,)).rowcount == 0:
         raise NotConfigured(f"origin {origin!r} is not trusted (see 'hashfed trust list')")
+    log = logstore.get_log(conn, origin)
+    if log is None or log.own or log.size or log.checkpoint or logstore.log_rows(conn, log):
+        return False
+    logstore.forget_log(conn, log)
+    return True
+
+
+def forget_mirror(conn: sqlite3.Connection, log: logstore.LogRow) -> None:
+    """Stops trusting a mirrored log's origin, if trusted, and deletes all the node holds of it."""
+    conn.execute("DELETE FROM trust WHERE origin = ?", (log.origin,))
+    logstore.forget_log(conn, log)

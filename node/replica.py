@@ -38,7 +38,7 @@ from hashfed.node.home import API_TOKEN_FILE
 from hashfed.node.logsetup import start_logging
 from hashfed.node.server import create_app
 from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
-from hashfed.signing.keys import read_key_file
+from hashfed.signing.keys import parse_signer, read_key_file
 
 
 def open_replica_database(path: Path) -> sqlite3.Connection:
@@ -91,6 +91,7 @@ def create_replica_app(
             match_index=index,
             api_token=api_token,
             session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
+            peer_signer=parse_signer(read_key_file(config.peer_key).strip()),
         )
     except BaseException:
         conn.close()

@@ -39,6 +39,7 @@ from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.authcheck import setup_auth_check
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.config import ServerConfig
+from hashfed.node.httperrors import json_errors
 from hashfed.node.metrics import METRICS_KEY, Metrics
 from hashfed.node.readiness import Readiness, setup_health
 from hashfed.node.witness import Witness, setup_witness
@@ -53,6 +54,7 @@ from hashfed.protocol.tiles import (
     parse_tile_path,
     split_bundle,
 )
+from hashfed.signing.keys import Signer
 
 IMMUTABLE = "max-age=31536000, immutable"
 CHECKPOINT_CACHE = "max-age=2, must-revalidate"
@@ -278,6 +280,7 @@ def create_app(
     witness: Witness | None = None,
     readiness: Readiness | None = None,
     session_secret: bytes | None = None,
+    peer_signer: Signer | None = None,
 ) -> web.Application:
     """Builds the node's HTTP application over a database connection.
 
@@ -288,10 +291,12 @@ def create_app(
     (C2SP tlog-witness, node/witness.py). readiness is what ``GET /readyz`` reports
     on besides the database (default: nothing to wait for). session_secret
     (keys/session.key) makes its session tokens valid at every serve process of the
-    node (node/tokens.py).
+    node (node/tokens.py). peer_signer, the node's peer key, signs session replies
+    (specs/peer-auth.md): clients check it.
     """
     app = web.Application(
-        client_max_size=config.max_body, middlewares=[_timeout_middleware(config.request_timeout)]
+        client_max_size=config.max_body,
+        middlewares=[json_errors, _timeout_middleware(config.request_timeout)],
     )
     app[METRICS_KEY] = Metrics()
     accesslog.install(app)  # first: it logs and counts every answer (node/accesslog.py)
@@ -310,9 +315,11 @@ def create_app(
         return cached[0][1]
 
     store = (
-        SessionStore(server_name, configured_peers, secret=session_secret)
+        SessionStore(server_name, configured_peers, secret=session_secret, signer=peer_signer)
         if clock is None
-        else SessionStore(server_name, configured_peers, clock=clock, secret=session_secret)
+        else SessionStore(
+            server_name, configured_peers, clock=clock, secret=session_secret, signer=peer_signer
+        )
     )
     setup_auth(app, store, is_public=directory.is_public_path)
     setup_health(app, readiness or Readiness(), conn)

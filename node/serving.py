@@ -49,6 +49,7 @@ from hashfed.node.export import export_loop
 from hashfed.node.home import Node, ensure_admin_token, open_node
 from hashfed.node.indexload import IndexLoader, use_node_cache
 from hashfed.node.logsetup import start_logging
+from hashfed.node.output import plural
 from hashfed.node.readiness import Readiness
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop
@@ -218,6 +219,7 @@ async def _serve(
         witness=Witness(witness_db, node.witness_signer(), lambda: int(time.time())),
         readiness=readiness,
         session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
+        peer_signer=node.peer_signer,
     )
     if config.metrics.enabled:
         setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
@@ -288,7 +290,8 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
     index.conn = conn
     index.refresh(conn)  # what changed while it loaded
     announce(
-        f"match index: {len(index)} active hashes, ready in {time.monotonic() - started:.1f} s;"
+        f"match index: {plural(len(index), 'active hash', 'active hashes')}, ready in"
+        f" {time.monotonic() - started:.1f} s;"
         " POST /v1/match with keys/api.token"
     )
     await refresh_loop(index, conn)

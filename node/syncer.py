@@ -71,7 +71,11 @@ async def sync_node(
     async with aiohttp.ClientSession() as session:
         fetchers = [
             peer_fetcher(
-                session, p.name, p.urls, SessionClient(node.peer_signer, p.key_name), limits
+                session,
+                p.name,
+                p.urls,
+                SessionClient(node.peer_signer, p.key_name, server_key=p.verifier()),
+                limits,
             )
             for p in peer_list
         ]

@@ -11,11 +11,13 @@ A proof is UTF-8 text, lines ending in ``\\n``::
     <checkpoint>                      the signed checkpoint note, verbatim,
                                       including its signature lines
 
-Base64 is standard with padding (RFC 4648 §4) and must be canonical.  The
-checkpoint is not parsed here; check its signatures with the note and
-checkpoint modules, then the proof with
-:func:`hashfed.protocol.merkle.check_inclusion` against the checkpoint's size
-and root.  Files conventionally use the extension ``.tlog-proof``.
+Base64 is standard with padding (RFC 4648 §4) and must be canonical.
+:func:`parse_tlog_proof` does not open the checkpoint; :func:`check_tlog_proof`
+checks its signature, then the inclusion of an entry against its size and root.
+hashfed's own proofs (``hashfed log proof``) carry the entry's bytes as the
+extra data, so that a proof checks without anything else; the extra data is not
+authenticated by itself, only by the inclusion check.  Files conventionally
+use the extension ``.tlog-proof``.
 
 Example (proof for entry 2 of a 3-entry log)::
 
@@ -42,10 +44,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hashfed.protocol.errors import MalformedTlogProof
-from hashfed.protocol.merkle import HASH_SIZE
+from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint
+from hashfed.protocol.errors import MalformedTlogProof, ProofFailed
+from hashfed.protocol.merkle import HASH_SIZE, check_inclusion, leaf_hash
+from hashfed.signing.note import Verifiers
 
-__all__ = ["HEADER", "MAX_PROOF_HASHES", "TlogProof", "format_tlog_proof", "parse_tlog_proof"]
+__all__ = [
+    "HEADER",
+    "MAX_PROOF_HASHES",
+    "TlogProof",
+    "check_tlog_proof",
+    "format_tlog_proof",
+    "parse_tlog_proof",
+]
 
 HEADER = "c2sp.org/tlog-proof@v1"
 """The first line of every v1 proof."""
@@ -164,3 +175,29 @@ def parse_tlog_proof(text: str) -> TlogProof:
         proof.append(h)
     _check_note(note, MalformedTlogProof)
     return TlogProof(index, tuple(proof), note, extra)
+
+
+def check_tlog_proof(
+    proof: TlogProof, verifiers: Verifiers, origin: str, entry: bytes | None = None
+) -> Checkpoint:
+    """check_tlog_proof verifies proof offline and returns its checkpoint.
+
+    It opens the checkpoint (a verified signature by the key named origin,
+    raising the errors of :func:`~hashfed.protocol.checkpoint.open_checkpoint`),
+    then checks that entry is at the proof's index in that tree (ProofFailed
+    otherwise). entry defaults to the proof's extra data; if both are given they
+    must be equal, and if neither is, ProofFailed says an entry is needed.
+    """
+    cp, _ = open_checkpoint(proof.checkpoint_note, verifiers, origin)
+    if entry is None:
+        entry = proof.extra
+    elif proof.extra is not None and proof.extra != entry:
+        raise ProofFailed(
+            f"the entry given is not the entry the proof carries for index {proof.index}"
+        )
+    if entry is None:
+        raise ProofFailed("the proof carries no entry: give the entry's bytes to check it")
+    if proof.index >= cp.size:
+        raise ProofFailed(f"index {proof.index} is not below the checkpoint's size {cp.size}")
+    check_inclusion(leaf_hash(entry), proof.index, cp.size, list(proof.proof), cp.root)
+    return cp

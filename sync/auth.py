@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Callable
 
 import aiohttp
-from hashfed.protocol.session import sign_session_request
-from hashfed.signing.keys import Signer
+from hashfed.protocol.errors import MalformedSessionRequest
+from hashfed.protocol.session import (
+    NONCE_SIZE,
+    parse_session_reply,
+    sign_session_request,
+    token_hash,
+)
+from hashfed.signing.errors import SigningError
+from hashfed.signing.keys import Signer, Verifier
+from hashfed.signing.note import VerifierList, open_note
 
 SESSION_PATH = "/v1/auth/session"
 """Where session requests are POSTed, relative to a peer's base URL."""
@@ -50,15 +59,23 @@ class SessionClient:
     """SessionClient gets and renews a session token for one peer.
 
     signer is this node's peer-authentication signer, audience the peer's
-    key name (its origin), clock returns Unix seconds. One instance serves
-    concurrent callers: they share one session request.
+    key name (its origin), clock returns Unix seconds. With server_key (the
+    peer key configured for the server), the server's signed session reply is
+    required and checked: a server that cannot sign with that key gets no
+    requests. One instance serves concurrent callers: they share one session
+    request.
     """
 
     def __init__(
-        self, signer: Signer, audience: str, clock: Callable[[], int] = system_clock
+        self,
+        signer: Signer,
+        audience: str,
+        clock: Callable[[], int] = system_clock,
+        server_key: Verifier | None = None,
     ) -> None:
         self._signer = signer
         self.audience = audience
+        self._server_key = server_key
         self._clock = clock
         self._token: str | None = None
         self._expires = 0
@@ -80,7 +97,8 @@ class SessionClient:
             return "Bearer " + self._token
 
     async def _open(self, session: aiohttp.ClientSession, base_url: str) -> tuple[str, int]:
-        body = sign_session_request(self.audience, self._clock(), self._signer)
+        nonce = os.urandom(NONCE_SIZE)
+        body = sign_session_request(self.audience, self._clock(), self._signer, nonce)
         url = base_url.rstrip("/") + SESSION_PATH
         async with session.post(
             url, data=body.encode("utf-8"), headers={"Content-Type": "text/plain; charset=utf-8"}
@@ -91,7 +109,7 @@ class SessionClient:
             raise SessionRefused(status, f"{url}: session response is larger than {MAX_RESPONSE}")
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if status != 200:
             reason = doc.get("error") if isinstance(doc, dict) else None
@@ -102,4 +120,36 @@ class SessionClient:
         token, expires = doc.get("token"), doc.get("expires")
         if not isinstance(token, str) or not _TOKEN.fullmatch(token) or type(expires) is not int:
             raise SessionRefused(status, f"{url}: session response lacks a valid token or expiry")
+        if self._server_key is not None:
+            self._check_reply(url, status, doc.get("reply"), nonce, token, expires)
         return token, expires
+
+    def _check_reply(
+        self, url: str, status: int, reply: object, nonce: bytes, token: str, expires: int
+    ) -> None:
+        """Raises SessionRefused unless reply is the server's signed reply to this request."""
+        key = self._server_key
+        assert key is not None
+        why = None
+        if not isinstance(reply, str):
+            why = "its answer carries no signed session reply"
+        else:
+            try:
+                parsed = parse_session_reply(open_note(reply, VerifierList(key)).text)
+            except (SigningError, MalformedSessionRequest) as exc:
+                why = f"its session reply does not verify ({exc})"
+            else:
+                if (parsed.client, parsed.nonce, parsed.token_hash, parsed.expires) != (
+                    self._signer.name,
+                    nonce,
+                    token_hash(token),
+                    expires,
+                ):
+                    why = "its session reply is for another request"
+        if why is not None:
+            raise SessionRefused(
+                status,
+                f"{url} did not prove that it holds the peer key configured for it ({key.name}): "
+                f"{why}; check the key given to 'hashfed peers add' (a peer key, "
+                "'peer' in the other node's 'hashfed keys show')",
+            )

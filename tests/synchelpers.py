@@ -95,7 +95,13 @@ async def serve(
 ) -> AsyncIterator[str]:
     """Serves node's logs on 127.0.0.1 (its own database connection); yields the base URL."""
     db = open_database(node.config.database)
-    app = create_app(db.conn, node.config.origin, ServerConfig(**config), clock=server_clock)
+    app = create_app(
+        db.conn,
+        node.config.origin,
+        ServerConfig(**config),
+        clock=server_clock,
+        peer_signer=node.peer_signer,
+    )
     async with run_app(app, config.get("port", 0)) as url:
         yield url
     db.conn.close()

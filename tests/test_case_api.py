@@ -117,7 +117,7 @@ async def desk_server(
     clock = Clock()
     desk = open_case_desk(node.config, node.signer, clock)
     db = open_database(node.config.database)
-    app = create_app(db.conn, node.config.origin, ServerConfig())
+    app = create_app(db.conn, node.config.origin, ServerConfig(), peer_signer=node.peer_signer)
     api = setup_case_api(app, desk, config, clock=clock.mono)
     runner = web.AppRunner(
         app,
@@ -473,14 +473,20 @@ async def test_pin_guessing_locks_the_case_with_growing_lockouts(tmp_path: Path)
         assert (await d.status(number, "again-last"))[0] == 404
         got, _, headers = await d.status(number, PIN)
         assert got == 429 and headers["Retry-After"] == "120", "the second lockout doubles"
-        row = d.node.db.conn.execute("SELECT lockouts, locked_until FROM cases").fetchone()
-        assert row == (2, d.clock.now + 120)  # persisted, survives a restart
+        # The lockout is this network's only: the person, elsewhere, withdraws at once.
+        d.api.config = replace(d.api.config, client_ip_header="X-Forwarded-For")
+        got, body, _ = await d.call(
+            "POST",
+            f"{CASES_PATH}/{number}/withdraw",
+            pin=PIN,
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        assert got == 200 and body["state"] == "withdrawn"
 
 
 async def test_unknown_numbers_lock_exactly_like_real_cases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hashfed.node import cases as cases_module
     from hashfed.node.cases import number_digest, parse_case_number
 
     async with desk_server(tmp_path, max_failures=5, lockout=60) as d:
@@ -505,15 +511,16 @@ async def test_unknown_numbers_lock_exactly_like_real_cases(
         assert (
             seen == [404] * 5 + [(429, "60")] * 2 + [(429, "30")] + [404] * 5 + [(429, "120")] * 3
         )
-        # Only the digest of an unknown number is kept, in memory.
+        # Only the digest of a number is kept, in memory, known or not.
         digest = number_digest(parse_case_number(unknown))
-        assert list(d.desk._unknown) == [digest] and d.desk._unknown[digest][1] == 2
+        guard = d.desk._guard
+        assert digest in guard._cases and len(guard) == 2
         # The record is bounded: the least recently guessed number is forgotten first.
-        monkeypatch.setattr(cases_module, "UNKNOWN_GUESS_ENTRIES", 2)
+        guard.max_cases = 2
         others = ["HF-" + "-".join([f"{n}ABC"] * 6) + "-DE" for n in (2, 3)]
         for other in others:
             assert (await d.status(other, "wrong-guess"))[0] == 404
-        assert digest not in d.desk._unknown and len(d.desk._unknown) == 2
+        assert digest not in guard._cases and len(guard) == 2
 
 
 async def test_pin_checks_are_limited_per_client(tmp_path: Path) -> None:
@@ -744,8 +751,7 @@ def two_desks(tmp_path: Path, **cases: Any) -> tuple[Node, CaseDesk, CaseDesk]:
 
 
 def case_id_of(desk: CaseDesk, number: str, pin: str) -> str:
-    with desk._lock:
-        return desk._authenticate(number, pin)
+    return desk._authenticate(number, pin)
 
 
 def bank_statuses(node: Node) -> list[str]:

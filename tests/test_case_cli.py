@@ -59,7 +59,7 @@ async def test_person_opens_checks_and_withdraws_from_the_command_line(tmp_path:
         assert [r["state"] for r in json.loads(listed.output)] == ["pending"]
         assert number.group(1) not in listed.output
         published = await run(invoke, "--dir", home, "cases", "publish")
-        assert "published 2 hashes of 1 cases" in published.output
+        assert "published 2 hashes of 1 case " in published.output
 
         # The PIN may come from a hidden prompt instead of the environment.
         done = await run(

@@ -314,7 +314,8 @@ def test_log_proof_verifies(home: Path) -> None:
 def test_log_proof_single_entry(home: Path) -> None:
     ok(home, "publish", "-", input=f"kind,hash\nmd5,{MD5[0]}\n")
     text = ok(home, "log", "proof", "0").stdout
-    assert text.startswith("c2sp.org/tlog-proof@v1\nindex 0\n\n")
+    assert text.startswith("c2sp.org/tlog-proof@v1\nextra ")
+    assert "\nindex 0\n\n" in text
     assert parse_tlog_proof(text).proof == ()
 
 
@@ -442,7 +443,8 @@ def test_log_proof_json_and_a_clear_error_for_a_missing_entry(tmp_path: Path) ->
         [bytes.fromhex(h) for h in doc["proof"]],
         bytes.fromhex(doc["root"]),
     )
-    assert doc["tlog_proof"].startswith("c2sp.org/tlog-proof@v1\nindex 1\n")
+    assert doc["tlog_proof"].startswith("c2sp.org/tlog-proof@v1\nextra ")
+    assert parse_tlog_proof(doc["tlog_proof"]).extra == bytes.fromhex(doc["entry"])
     result = runner.invoke(main, ["-d", str(home), "retract", "7"])
     assert result.exit_code == 1
     assert "entry 7 does not exist: the log has 2 entries" in result.output

@@ -1,0 +1,71 @@
+"""CLI output people read: counts that agree, singular nouns for one, ISO 8601 times."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+from hashfed.node.cli import main
+from hashfed.node.output import iso_time, plural
+from hashfed.protocol.records import Reason
+from synchelpers import allow, clock, make_node, publish, serve, trust, use
+from test_cli_log import MD5, ok
+
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def cli(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--dir", str(home), *args])
+
+
+def test_plural_and_iso_time() -> None:
+    assert plural(1, "hash", "hashes") == "1 hash"
+    assert plural(2, "hash", "hashes") == "2 hashes"
+    assert plural(0, "record") == "0 records"
+    assert iso_time(0) == "1970-01-01T00:00:00Z"
+    assert iso_time(None) is None
+
+
+def test_one_record_is_singular(tmp_path: Path) -> None:
+    home = tmp_path / "n"
+    ok(home, "init", "--origin", "n.test/log")
+    out = ok(home, "publish", "-", input=f"kind,hash\nmd5,{MD5[0]}\n").output
+    assert "published 1 record at indices 0..0" in out
+    assert "retracted 1 record in entries" in ok(home, "retract", "0").output
+    assert "the log has 2 entries" in cli(home, "retract", "7").output
+    assert "1 entry," not in ok(home, "log", "verify").output
+
+
+def test_witness_list_shows_iso_times(tmp_path: Path) -> None:
+    home = tmp_path / "w"
+    ok(home, "init", "--origin", "w.test/log")
+    p = make_node(tmp_path, "p", "publisher")
+    ok(home, "witness", "add", p.signer.vkey())
+    table = ok(home, "witness", "list").output.splitlines()
+    assert table[0].split() == ["origin", "size", "updated", "vkey"]
+    assert ISO.search(table[2]), table[2]
+    csv = ok(home, "witness", "list", "--csv").output.splitlines()
+    assert ISO.search(csv[1]), csv[1]
+    assert isinstance(json.loads(ok(home, "witness", "list", "--json").output)[0]["updated"], int)
+
+
+async def test_sync_and_status_count_the_same_flags(tmp_path: Path) -> None:
+    """Content erased before its retraction arrived is flagged, then cleared, within one sync:
+    'sync' used to report those transient flags (6) where 'status' showed 0."""
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 6)
+    p.own_log(clock()).retract(list(range(6)), Reason.WITHDRAWN)
+    allow(p, a)
+    trust(a, p)
+    async with serve(p) as url:
+        use(a, p, url)
+        a.close()
+        result = await asyncio.to_thread(cli, a.config.home, "sync", "--json", "--silent")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    status = json.loads(cli(a.config.home, "status", "--json").output)
+    held = {r["origin"]: r["flagged"] for r in status}
+    assert row["flagged"] == held[row["origin"]] == 0
