@@ -32,13 +32,31 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m hashfed.node.demo
 
-test: $(STAMP)
+test: $(STAMP) $(PYTX_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PYTX_VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests/pytx
 
-lint: $(STAMP)
+lint: $(STAMP) $(PYTX_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PYTX_VENV)/bin/mypy --config-file pyproject.toml --exclude '^$$' $(PYTX_MODULES)
+
+# The python-threatexchange extension (hashfed.sync.pytx) is tested with the real
+# pytx in a venv of its own: hashfed's core never imports pytx.
+PYTX_VENV  := .venv-pytx
+PYTX_MODULES := -m hashfed.sync.pytx $(patsubst sync/pytx/%.py,-m hashfed.sync.pytx.%,\
+	$(filter-out sync/pytx/__init__.py,$(wildcard sync/pytx/*.py)))
+PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
+
+$(PYTX_VENV)/bin/python:
+	$(PYTHON) -m venv $(PYTX_VENV)
+	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
+
+$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) pyproject.toml
+	rm -f $(PYTX_VENV)/.installed-*
+	$(PYTX_VENV)/bin/pip install --quiet -e '.[dev,pytx]' --config-settings editable_mode=strict
+	touch $@
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
 # a venv of its own so that it never becomes a dependency of hashfed.
@@ -52,4 +70,4 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(PYTX_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

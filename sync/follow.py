@@ -32,7 +32,7 @@ Nothing here checks records: the caller decides what a verified entry means.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint
@@ -61,6 +61,10 @@ _BUNDLE_LEVEL = ENTRY_BUNDLE_WIDTH.bit_length() - 1  # a full bundle is a level-
 
 class Behind(SyncError):
     """The peer serves an older checkpoint than the tree already verified; nothing changed."""
+
+
+class AwaitingQuorum(SyncError):
+    """The peer's newer checkpoint lacks the witness quorum the policy requires."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +157,17 @@ async def follow(
     tree: CompactRange,
     note: str = "",
     window: int = 8,
-) -> AsyncIterator[VerifiedBundle]:
+    quorum: Callable[[str], bool] | None = None,
+) -> AsyncGenerator[VerifiedBundle, None]:
     """Yields the entries of origin beyond tree, one verified bundle at a time.
 
     note is the signed checkpoint tree was verified against (empty for the empty
-    tree); it becomes evidence if the origin is found to have forked. Raises
-    Behind, Equivocation or PeerFault (see the module docstring); a bundle is
-    only yielded once proven, so what was yielded before an error stays valid.
+    tree); it becomes evidence if the origin is found to have forked. quorum,
+    if given, says whether a signed note carries the witness cosignatures a
+    policy requires (C2SP tlog-policy); a newer checkpoint without them raises
+    AwaitingQuorum. Raises Behind, Equivocation or PeerFault (see the module
+    docstring); a bundle is only yielded once proven, so what was yielded
+    before an error stays valid.
     """
     raw = await fetcher.checkpoint(origin)
     checkpoint = open_peer_checkpoint(raw, origin, verifier, fetcher.name)
@@ -170,6 +178,10 @@ async def follow(
         if checkpoint.root != tree.root():
             _equivocation(origin, tree, note, checkpoint, note_text, checkpoint.root, ())
         return
+    if quorum is not None and not quorum(note_text):
+        raise AwaitingQuorum(
+            f"{fetcher.name}: the checkpoint of size {checkpoint.size} lacks the witness quorum"
+        )
     proofs = _PeerTree(fetcher, origin, checkpoint)
     wanted = _bundles(tree.size, checkpoint.size)
     tasks: dict[int, asyncio.Task[tuple[list[bytes], list[bytes]]]] = {}
