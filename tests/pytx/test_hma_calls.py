@@ -181,9 +181,10 @@ def active_pdq(node: Node) -> dict[str, set[str]]:
 def make_store(url: str, node: Node) -> HmaStore:
     """Returns HMA's storage with the exchange configured for node's log at url. The
     platform's peer key is not one the node knows, so it reads the public log."""
-    collab = HashfedCollabConfig(
-        urls=[url], origin=ORIGIN, log_key=node.signer.vkey(), name="stopncii"
-    )
+    # What HMA's POST /c/exchanges does with {"bank": ..., "api": ..., "api_json": {...}}.
+    api_json = {"urls": [url], "origin": ORIGIN, "log_key": node.signer.vkey()}
+    api_json.update(name="STOPNCII", enabled=True, api=HashfedSignalExchangeAPI.get_name())
+    collab = dataclass_json.dataclass_load_dict(api_json, HashfedCollabConfig)
     peer_skey, _ = generate_key("hma.test/platform")
     return HmaStore(collab, HashfedCredentials(peer_skey))
 
