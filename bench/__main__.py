@@ -8,7 +8,7 @@ import sys
 
 from bench.table import Row, render
 
-MODULES = ["bench_log", "bench_hash", "bench_sync", "bench_match", "bench_witness"]
+MODULES = ["bench_log", "bench_hash", "bench_sync", "bench_match", "bench_witness", "bench_pytx"]
 
 
 def main() -> int:
