@@ -25,9 +25,10 @@ from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import aiohttp
-from hashfed.protocol.errors import ProtocolError
+from hashfed.protocol.errors import MalformedBundle, ProtocolError
 from hashfed.protocol.policy import Policy as WitnessPolicy
 from hashfed.protocol.policy import parse_policy
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, split_bundle
 from hashfed.protocol.validation import Policy
 from hashfed.signing.errors import SigningError
 from hashfed.signing.keys import Signer, Verifier, parse_signer, parse_verifier
@@ -37,6 +38,7 @@ from hashfed.sync.fetch import HttpFetcher
 from hashfed.sync.follow import AwaitingQuorum, Behind, VerifiedBundle, follow
 from hashfed.sync.pytx.config import (
     API_NAME,
+    MAX_MISSING,
     HashfedCheckpoint,
     HashfedCollabConfig,
     HashfedCredentials,
@@ -46,6 +48,7 @@ from hashfed.sync.pytx.entries import (
     HashfedSignalMetadata,
     bundle_updates,
     convert,
+    refill_updates,
 )
 from threatexchange.exchanges import auth
 from threatexchange.exchanges import fetch_state as state
@@ -156,12 +159,23 @@ class HashfedSignalExchangeAPI(
             session = runner.run(_open_session())
             try:
                 for name, url in self.nodes:
-                    bundles = self._follow(session, name, url, current)
+                    fetcher = self._fetcher(session, name, url)
+                    bundles = follow(
+                        fetcher,
+                        self.collab.origin,
+                        self.verifier,
+                        current.tree(),
+                        current.note,
+                        quorum=self._quorum,
+                    )
                     try:
                         while (bundle := runner.run(_next(bundles))) is not None:
                             delta = self._delta(bundle, current)
                             current = delta.checkpoint
                             yield delta
+                        refilled = runner.run(self._refill(fetcher, current))
+                        if refilled is not None:
+                            yield refilled
                         return
                     except Equivocation as exc:
                         if exc.evidence is not None:
@@ -188,14 +202,42 @@ class HashfedSignalExchangeAPI(
                 )
             raise HashfedFetchFailed(message)
 
-    def _follow(
-        self, session: aiohttp.ClientSession, name: str, url: str, at: HashfedCheckpoint
-    ) -> AsyncGenerator[VerifiedBundle, None]:
+    def _fetcher(self, session: aiohttp.ClientSession, name: str, url: str) -> HttpFetcher:
         auth_client = None if self.signer is None else SessionClient(self.signer, name)
-        fetcher = HttpFetcher(session, url, url, auth_client)
-        return follow(
-            fetcher, self.collab.origin, self.verifier, at.tree(), at.note, quorum=self._quorum
-        )
+        return HttpFetcher(session, url, url, auth_client)
+
+    async def _refill(
+        self, fetcher: HttpFetcher, current: HashfedCheckpoint
+    ) -> t.Optional[HashfedDelta]:
+        """Asks the node again for the content of additions that came without it
+        (specs/protocol.md §8.4): returns a delta of those found, or None.
+
+        Best effort: each item is checked against its entry's commitment, kept in
+        the checkpoint, so a node can only fail to help, never harm."""
+        missing = current.missing_content()
+        contents: t.Dict[int, bytes] = {}
+        for bundle in sorted({index // ENTRY_BUNDLE_WIDTH for index in missing}):
+            width = min(ENTRY_BUNDLE_WIDTH, current.size - bundle * ENTRY_BUNDLE_WIDTH)
+            try:
+                data = await fetcher.content(self.collab.origin, bundle, width)
+                items = split_bundle(data, f"{fetcher.name}: content bundle {bundle}")
+            except (SyncError, MalformedBundle) as exc:
+                log.info("hashfed: content of earlier entries not available: %s", exc)
+                return None
+            for index in missing:
+                offset = index - bundle * ENTRY_BUNDLE_WIDTH
+                if 0 <= offset < min(width, len(items)):
+                    contents[index] = items[offset]
+        updates, resolved = refill_updates(missing, contents, self.rules)
+        if not resolved:
+            return None
+        for index in resolved:
+            del missing[index]
+        newest = max((entry.time for entry in updates.values() if entry), default=0)
+        progress = max(current.progress_time, newest)
+        checkpoint = HashfedCheckpoint.of(current.tree(), current.note, progress, missing)
+        log.info("hashfed: content of %d earlier entries received at last", len(resolved))
+        return state.FetchDelta(updates, checkpoint)
 
     def _quorum(self, note: str) -> bool:
         if self.witness_policy is None:
@@ -209,9 +251,21 @@ class HashfedSignalExchangeAPI(
         return result.met
 
     def _delta(self, bundle: VerifiedBundle, before: HashfedCheckpoint) -> HashfedDelta:
-        updates, newest = bundle_updates(bundle, self.rules)
+        updates, newest, missing = bundle_updates(bundle, self.rules)
         progress = max(before.progress_time, newest)
-        checkpoint = HashfedCheckpoint.of(bundle.tree, bundle.note, progress)
+        still = before.missing_content()
+        still.update(missing)
+        for index, update in updates.items():
+            if update is None:  # retracted: its content is erased, nothing to ask for
+                still.pop(index, None)
+        if len(still) > MAX_MISSING:
+            dropped = sorted(still)[: len(still) - MAX_MISSING]
+            log.warning(
+                "hashfed: %d additions without content are no longer asked for", len(dropped)
+            )
+            for index in dropped:
+                del still[index]
+        checkpoint = HashfedCheckpoint.of(bundle.tree, bundle.note, progress, still)
         return state.FetchDelta(updates, checkpoint)
 
     def report_opinion(

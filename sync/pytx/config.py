@@ -23,6 +23,9 @@ from threatexchange.exchanges.fetch_state import FetchCheckpointBase
 
 API_NAME = "hashfed"
 
+MAX_MISSING = 4096
+"""Additions without content a checkpoint remembers (beyond, the oldest are dropped)."""
+
 
 @dataclass
 class _RequiredFields:
@@ -105,6 +108,8 @@ class HashfedCheckpoint(FetchCheckpointBase):
     it without any other local state; note is the signed checkpoint the tree
     was verified against (the whole of it once a fetch completes).
     progress_time is the newest author time seen in the log, never decreasing.
+    missing lists the verified additions that came without content, as
+    "index:commitment" (hex), to be asked for again (at most MAX_MISSING).
     """
 
     size: int = 0
@@ -112,13 +117,29 @@ class HashfedCheckpoint(FetchCheckpointBase):
     note: str = ""
     compact_range: list[str] = field(default_factory=list)
     progress_time: int = 0
+    missing: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, tree: CompactRange, note: str, progress_time: int) -> "HashfedCheckpoint":
+    def of(
+        cls, tree: CompactRange, note: str, progress_time: int, missing: t.Mapping[int, bytes]
+    ) -> "HashfedCheckpoint":
         """Returns the checkpoint of a verified tree."""
         return cls(
-            tree.size, tree.root().hex(), note, [h.hex() for h in tree.hashes], progress_time
+            tree.size,
+            tree.root().hex(),
+            note,
+            [h.hex() for h in tree.hashes],
+            progress_time,
+            [f"{index}:{commit.hex()}" for index, commit in sorted(missing.items())],
         )
+
+    def missing_content(self) -> dict[int, bytes]:
+        """Returns the additions still without content: log index -> commitment."""
+        try:
+            pairs = (item.split(":", 1) for item in self.missing)
+            return {int(index): bytes.fromhex(commit) for index, commit in pairs}
+        except ValueError:
+            raise ValueError("the stored hashfed checkpoint is corrupt: bad missing list") from None
 
     def tree(self) -> CompactRange:
         """Returns the verified tree, or raises ValueError if the checkpoint is corrupt."""

@@ -82,9 +82,15 @@ class HashfedSignalMetadata(state.FetchedSignalMetadata):
 Updates = t.Dict[int, t.Optional[HashfedEntry]]
 
 
-def bundle_updates(bundle: VerifiedBundle, rules: Policy) -> t.Tuple[Updates, int]:
-    """Returns the updates of a verified bundle and the newest author time in it."""
+Missing = t.Dict[int, bytes]
+"""Additions that arrived without content: log index -> the entry's commitment."""
+
+
+def bundle_updates(bundle: VerifiedBundle, rules: Policy) -> t.Tuple[Updates, int, Missing]:
+    """Returns the updates of a verified bundle, the newest author time in it, and
+    the additions in it that came without content."""
     updates: Updates = {}
+    missing: Missing = {}
     newest = 0
     for offset, entry in enumerate(bundle.entries):
         index, content = bundle.start + offset, bundle.contents[offset]
@@ -92,16 +98,48 @@ def bundle_updates(bundle: VerifiedBundle, rules: Policy) -> t.Tuple[Updates, in
         if commit is None:
             newest = max(newest, _other_record(index, entry, content, rules, updates))
             continue
+        if not content:
+            # Erased at the source (a retraction follows), or withheld by the peer:
+            # asked again later (refill_updates), so a relay cannot keep it out.
+            log.warning("hashfed entry %d: no content; skipped for now", index)
+            missing[index] = commit
+            continue
         added = _addition(index, commit, content, rules)
         if added is not None:
             updates[index] = added
             newest = max(newest, added.time)
-    return updates, newest
+    return updates, newest, missing
+
+
+def refill_updates(
+    missing: Missing, contents: t.Mapping[int, bytes], rules: Policy
+) -> t.Tuple[Updates, t.List[int]]:
+    """Returns the additions found in contents (content items by log index, fetched
+    again for missing entries) and the indices resolved, found or invalid.
+
+    An item that does not match its entry's commitment is ignored: a peer can only
+    fail to help, never harm.
+    """
+    updates: Updates = {}
+    resolved = []
+    for index, content in contents.items():
+        commit = missing.get(index)
+        if commit is None or not content:
+            continue
+        try:
+            check_commitment(content, commit)
+        except InvalidRecord:
+            continue
+        resolved.append(index)
+        added = _addition(index, commit, content, rules)
+        if added is not None:
+            updates[index] = added
+    return updates, resolved
 
 
 def _addition(index: int, commit: bytes, content: bytes, rules: Policy) -> t.Optional[HashfedEntry]:
     if not content:
-        log.warning("hashfed entry %d: no content (erased at the source); skipped", index)
+        log.warning("hashfed entry %d: no content; skipped", index)
         return None
     try:
         check_commitment(content, commit)

@@ -252,3 +252,39 @@ async def test_hma_keeps_its_checkpoint_when_a_fetch_fails(tmp_path: Path) -> No
             else:
                 raise AssertionError("a tampered fetch must fail")
             assert (store.checkpoint_json, store.records, store.bank()) == before
+
+
+def blank_last(items: list[bytes]) -> list[bytes]:
+    return [*items[:-1], b""]
+
+
+async def test_content_a_relay_withheld_arrives_at_the_next_fetch(tmp_path: Path) -> None:
+    p = init_node(tmp_path / "p", ORIGIN, "publisher")
+    publish(p, pdq_hashes(10, seed=1))
+    erased = pdq_hashes(1, seed=3)
+    publish(p, erased)
+    p.own_log(clock()).retract([10])  # erased at the source before anyone fetched it
+    publish(p, pdq_hashes(10, seed=2))
+    async with serve(p, public_logs=(ORIGIN,)) as url:
+        relay = Relay(url)
+        async with relay.running() as relay_url:
+            store = make_store(relay_url, p)
+
+            async def withhold(request: web.Request, status: int, body: bytes) -> bytes:
+                if "/content/" in request.path and status == 200:
+                    return map_bundle(body, blank_last)
+                return body
+
+            relay.tamper = withhold
+            assert await in_thread(hma_fetch, store)
+            checkpoint = store.checkpoint()
+            assert isinstance(checkpoint, HashfedCheckpoint)
+            # Entry 10 was erased and retracted: nothing to ask for. Entry 21, withheld: asked.
+            assert list(checkpoint.missing_content()) == [21]
+            assert len(store.bank()) == 19
+
+            relay.tamper = None
+            assert await in_thread(hma_fetch, store)
+            checkpoint = store.checkpoint()
+            assert isinstance(checkpoint, HashfedCheckpoint) and checkpoint.missing == []
+            assert store.bank() == active_pdq(p) and len(store.bank()) == 20
