@@ -44,9 +44,12 @@ SIGNAL_TYPES: t.Dict[str, t.Type[SignalType]] = {"pdq": PdqSignal, "md5": VideoM
 TEST_LABEL = "test"  # KNOWN_LABELS: "a test record; partners must not act on it"
 
 
-@dataclass
+@dataclass(slots=True)
 class HashfedEntry:
-    """One active hash addition of the log (the update record, keyed by index)."""
+    """One active hash addition of the log (the update record, keyed by index).
+
+    Slotted: pytx's CLI keeps every record of the log in memory.
+    """
 
     index: int
     kind: str  # "pdq" | "md5"
@@ -64,7 +67,7 @@ class HashfedSignalMetadata(state.FetchedSignalMetadata):
     data that must not be acted on); every other entry a positive one.
     """
 
-    entries: t.Dict[int, t.Set[str]] = field(default_factory=dict)
+    entries: t.Dict[int, t.FrozenSet[str]] = field(default_factory=dict)
 
     def get_as_opinions(self) -> t.Sequence[state.SignalOpinion]:
         return [
@@ -196,6 +199,7 @@ def convert(
     """Returns the fetched entries as pytx's index input: signal type -> hash -> metadata."""
     wanted = set(signal_types)
     out: t.Dict[t.Type[SignalType], t.Dict[str, HashfedSignalMetadata]] = {}
+    label_sets: t.Dict[t.Tuple[str, ...], t.FrozenSet[str]] = {}  # one object per label list
     for index, entry in fetched.items():
         signal_type = SIGNAL_TYPES.get(entry.kind)
         if signal_type is None or signal_type not in wanted:
@@ -206,5 +210,6 @@ def convert(
             log.warning("hashfed entry %d: not a valid %s signal; skipped", index, entry.kind)
             continue
         metadata = out.setdefault(signal_type, {}).setdefault(signal, HashfedSignalMetadata())
-        metadata.entries[index] = set(entry.labels)
+        labels = tuple(entry.labels)
+        metadata.entries[index] = label_sets.setdefault(labels, frozenset(labels))
     return out
