@@ -8,6 +8,13 @@ PIP    := $(VENV)/bin/pip
 SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name py.typed 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
+# The python-threatexchange extension (hashfed.sync.pytx) is tested with the real
+# pytx in a venv of its own: hashfed's core never imports pytx.
+PYTX_VENV  := .venv-pytx
+PYTX_MODULES := -m hashfed.sync.pytx $(patsubst sync/pytx/%.py,-m hashfed.sync.pytx.%,\
+	$(filter-out sync/pytx/__init__.py,$(wildcard sync/pytx/*.py)))
+PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
+
 .PHONY: all run test bench lint clean venv
 
 all: test
@@ -42,14 +49,7 @@ lint: $(STAMP) $(PYTX_STAMP)
 	$(VENV)/bin/mypy
 	$(PYTX_VENV)/bin/mypy --config-file pyproject.toml --exclude '^$$' $(PYTX_MODULES)
 
-# The python-threatexchange extension (hashfed.sync.pytx) is tested with the real
-# pytx in a venv of its own: hashfed's core never imports pytx.
-PYTX_VENV  := .venv-pytx
-PYTX_MODULES := -m hashfed.sync.pytx $(patsubst sync/pytx/%.py,-m hashfed.sync.pytx.%,\
-	$(filter-out sync/pytx/__init__.py,$(wildcard sync/pytx/*.py)))
-PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
-
-$(PYTX_VENV)/bin/python:
+$(PYTX_VENV)/bin/python: $(VENV)/bin/python
 	$(PYTHON) -m venv $(PYTX_VENV)
 	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
 
