@@ -1,10 +1,12 @@
 """The real python-threatexchange CLI fetches from a real hashfed publisher through the extension.
 
-The publisher is the real ``hashfed serve`` process; a person opens and withdraws
-cases with the real ``hashfed case`` commands; the platform runs the real
-``threatexchange`` CLI (``config extensions add``, ``config collab edit``,
-``fetch``, ``match``) with its state in a HOME of its own, and authenticates
-with a peer key through the session handshake.
+The publisher is the real ``hashfed serve`` process: a person opens and
+withdraws cases over its case API (hashes computed by hashfed's own hasher, as
+on their device), and the operator publishes them with ``hashfed cases
+publish``. The platform runs the real ``threatexchange`` CLI (``config
+extensions add``, ``config collab edit``, ``fetch``, ``match``) with its state
+in a HOME of its own, and authenticates with a peer key through the session
+handshake.
 """
 
 from __future__ import annotations
