@@ -8,6 +8,13 @@ PIP    := $(VENV)/bin/pip
 SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort) $(wildcard node/casepage_static/*)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
+# The python-threatexchange extension (hashfed.sync.pytx) is tested with the real
+# pytx in a venv of its own: hashfed's core never imports pytx.
+PYTX_VENV  := .venv-pytx
+PYTX_MODULES := -m hashfed.sync.pytx $(patsubst sync/pytx/%.py,-m hashfed.sync.pytx.%,\
+	$(filter-out sync/pytx/__init__.py,$(wildcard sync/pytx/*.py)))
+PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
+
 .PHONY: all run test bench lint clean venv tools corpus web fuzz
 
 all: test
@@ -92,8 +99,9 @@ $(NGINX):
 	dpkg-deb -x "$$(ls build/debs/nginx_*.deb | tail -n 1)" build/nginx
 	touch $@
 
-test: $(STAMP) $(WARM) $(WEB_STAMP) /usr/bin/chromium tools corpus $(NGINX)
+test: $(STAMP) $(WARM) $(PYTX_STAMP) $(WEB_STAMP) /usr/bin/chromium tools corpus $(NGINX)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PYTX_VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests/pytx
 
 # Operations tests: promtool (from Debian's prometheus package, unpacked, its daemon
 # never installed or started) checks docs/alerts.yml; systemd-analyze checks the unit.
@@ -110,11 +118,22 @@ tools: $(PROMTOOL)
 	-command -v systemd-analyze >/dev/null || $(APT_INSTALL) systemd \
 		|| { apt-get update && $(APT_INSTALL) systemd; }
 
-lint: $(STAMP) web/node_modules/.installed
+lint: $(STAMP) $(PYTX_STAMP) web/node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd web && ./node_modules/.bin/tsc --noEmit -p .
+	$(PYTX_VENV)/bin/mypy --config-file pyproject.toml --exclude '^$$' $(PYTX_MODULES)
+
+$(PYTX_VENV)/bin/python: $(VENV)/bin/python
+	$(PYTHON) -m venv $(PYTX_VENV)
+	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
+
+$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) pyproject.toml
+	rm -f $(PYTX_VENV)/.installed-*
+	$(PYTX_VENV)/bin/pip install --quiet -e '.[dev,pytx]' --config-settings editable_mode=strict
+	NUMBA_CACHE_DIR=$(abspath $(PYTX_VENV))/share/hashfed/numba-cache $(PYTX_VENV)/bin/python -m hashfed.hasher.kernels
+	touch $@
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
 # a venv of its own so that it never becomes a dependency of hashfed.
@@ -133,7 +152,7 @@ $(WRK):
 	for deb in build/debs/wrk_*.deb build/debs/libluajit-5.1-2_*.deb; do dpkg-deb -x "$$deb" build/wrk; done
 	touch $@
 
-bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed corpus $(NGINX) $(WRK)
+bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed $(PYTX_STAMP) corpus $(NGINX) $(WRK)
 	$(PY) -m bench
 
 # Longer campaigns: property tests over every decoder of outside bytes
@@ -143,4 +162,4 @@ fuzz: $(STAMP)
 	HASHFED_FUZZ_SECONDS=600 $(PY) -m pytest -q -s tests/test_openapi.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(PYTX_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

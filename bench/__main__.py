@@ -18,6 +18,7 @@ MODULES = [
     "bench_static",
     "bench_page",
     "bench_flood",
+    "bench_pytx",
 ]
 
 

@@ -34,16 +34,15 @@ from hashfed.node.errors import ForkRefused, NodeError
 from hashfed.node.home import Node, ensure_api_token, ensure_witness_key, open_node
 from hashfed.node.ownlog import pending_marker, write_signed_head
 from hashfed.node.policyfile import load_policy, policy_path
+from hashfed.node.syncer import fetcher_for
 from hashfed.node.syncstore import SqliteSyncStore
 from hashfed.node.witnesspush import push_checkpoint
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from hashfed.protocol.merkle import EMPTY_ROOT
 from hashfed.signing.keys import parse_signer, parse_verifier, read_key_file
 from hashfed.signing.note import VerifierList
-from hashfed.sync.auth import SessionClient
 from hashfed.sync.engine import ApplyPolicy, SyncResult, sync_origin
 from hashfed.sync.errors import SyncError
-from hashfed.sync.fetch import HttpFetcher
 
 MANIFEST = "backup.json"
 
@@ -219,9 +218,7 @@ async def _partner_sizes(
 ) -> None:
     verifiers = VerifierList(node.signer.verifier())
     for peer in peer_list:
-        fetcher = HttpFetcher(
-            session, peer.name, peer.url, SessionClient(node.peer_signer, peer.key_name)
-        )
+        fetcher = fetcher_for(session, node, peer)
         try:
             note = (await fetcher.checkpoint(node.config.origin)).decode("utf-8")
             checkpoint, _ = open_checkpoint(note, verifiers, node.config.origin)
@@ -260,9 +257,7 @@ async def _catch_up(node: Node, session: aiohttp.ClientSession, peer: peers.Peer
     _set_own(node.db, origin, False)
     try:
         store = SqliteSyncStore(node.db, retention=0)
-        fetcher = HttpFetcher(
-            session, peer.name, peer.url, SessionClient(node.peer_signer, peer.key_name)
-        )
+        fetcher = fetcher_for(session, node, peer)
         policy = ApplyPolicy("publisher", node.config.min_pdq_quality, 0, None)
         return await sync_origin(store, fetcher, origin, parse_verifier(node.signer.vkey()), policy)
     finally:

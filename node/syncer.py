@@ -20,7 +20,7 @@ from hashfed.sync.auth import SessionClient
 from hashfed.sync.engine import ApplyPolicy, Progress, SyncResult, sync_origin
 from hashfed.sync.errors import Equivocation, Halted, SyncError
 from hashfed.sync.failover import peer_fetcher
-from hashfed.sync.fetch import Limits
+from hashfed.sync.fetch import Fetcher, Limits
 
 Clock = Callable[[], int]
 log = logging.getLogger("hashfed.sync")
@@ -39,6 +39,16 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+
+def fetcher_for(
+    session: aiohttp.ClientSession, node: Node, peer: peers.Peer, limits: Limits | None = None
+) -> Fetcher:
+    """Returns the fetcher this node reads peer with: its URLs in order (failing over
+    to mirrors), a session signed with the node's peer key, and the peer's own key
+    checked in the session reply (specs/peer-auth.md)."""
+    auth = SessionClient(node.peer_signer, peer.key_name, server_key=peer.verifier())
+    return peer_fetcher(session, peer.name, peer.urls, auth, limits)
 
 
 async def sync_node(
@@ -69,16 +79,7 @@ async def sync_node(
     witness_policy = load_policy(node.config.home)
     outcomes = []
     async with aiohttp.ClientSession() as session:
-        fetchers = [
-            peer_fetcher(
-                session,
-                p.name,
-                p.urls,
-                SessionClient(node.peer_signer, p.key_name, server_key=p.verifier()),
-                limits,
-            )
-            for p in peer_list
-        ]
+        fetchers = [fetcher_for(session, node, p, limits) for p in peer_list]
         for log in trusted:
             policy = ApplyPolicy(
                 log.role,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hashfed.protocol.evidence import Evidence
+
 
 class SyncError(Exception):
     """A sync of one origin from one peer did not complete; nothing was applied."""
@@ -18,7 +20,11 @@ class PeerFault(SyncError):
 
 class Equivocation(SyncError):
     """The origin signed two inconsistent checkpoints; the origin is halted and the
-    evidence kept."""
+    evidence kept. evidence holds it when the raiser has no store to keep it in."""
+
+    def __init__(self, message: str, evidence: Evidence | None = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence
 
 
 class Halted(SyncError):

@@ -1,0 +1,317 @@
+"""HashfedSignalExchangeAPI: python-threatexchange's SignalExchangeAPI for a hashfed log.
+
+``fetch_iter`` runs hashfed's own verifying client (hashfed.sync.follow over
+hashfed.sync.fetch.HttpFetcher) and yields one ``FetchDelta`` per verified
+entry bundle: its additions keyed by log index, its retractions as deletes of
+the indices they name. Each delta's checkpoint is the verified tree after that
+bundle, so the caller may stop and resume anywhere. The nodes in the config
+are tried in order: a node that fails (unreachable, tampering, behind, without
+the witness quorum) is left for the next, which resumes from the last verified
+bundle. A fork of the log raises ``Equivocation`` at once, with the evidence
+when there is a whole signed checkpoint to pair: the caller keeps its old
+checkpoint, and no node is trusted past it.
+
+pytx calls are synchronous; the client is asyncio (aiohttp), so each
+fetch_iter runs its own event loop, advanced one bundle per ``next()``.
+"""
+
+# ruff: noqa: UP006, UP045  (pytx's generics and dataclasses use typing names)
+
+import asyncio
+import logging
+import time
+import typing as t
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+
+import aiohttp
+from hashfed.protocol.errors import MalformedBundle, ProtocolError
+from hashfed.protocol.policy import Policy as WitnessPolicy
+from hashfed.protocol.policy import parse_policy
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, split_bundle
+from hashfed.protocol.validation import Policy
+from hashfed.signing.errors import SigningError
+from hashfed.signing.keys import Signer, Verifier, parse_signer, parse_verifier
+from hashfed.sync.auth import SessionClient
+from hashfed.sync.errors import Equivocation, SyncError
+from hashfed.sync.fetch import HttpFetcher
+from hashfed.sync.follow import AwaitingQuorum, Behind, VerifiedBundle, follow
+from hashfed.sync.pytx.config import (
+    API_NAME,
+    MAX_MISSING,
+    HashfedCheckpoint,
+    HashfedCollabConfig,
+    HashfedCredentials,
+)
+from hashfed.sync.pytx.entries import (
+    HashfedEntry,
+    HashfedSignalMetadata,
+    bundle_updates,
+    convert,
+    refill_updates,
+)
+from threatexchange.exchanges import auth
+from threatexchange.exchanges import fetch_state as state
+from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPI
+from threatexchange.signal_type.signal_base import SignalType
+
+log = logging.getLogger(__name__)
+
+HashfedDelta = state.FetchDelta[int, HashfedEntry, HashfedCheckpoint]
+
+
+class HashfedFetchFailed(Exception):
+    """No configured node could serve a verified update; the checkpoint stays where it was."""
+
+
+class HashfedConfigError(ValueError):
+    """The collaboration config or the credentials cannot be used."""
+
+
+class HashfedSignalExchangeAPI(
+    auth.SignalExchangeWithAuth[HashfedCollabConfig, HashfedCredentials],
+    SignalExchangeAPI[
+        HashfedCollabConfig, HashfedCheckpoint, HashfedSignalMetadata, int, HashfedEntry
+    ],
+):
+    """Reads a hashfed log from its publisher or mirrors, verifying everything."""
+
+    def __init__(
+        self, collab: HashfedCollabConfig, credentials: t.Optional[HashfedCredentials] = None
+    ) -> None:
+        self.collab = collab
+        try:
+            self.verifier: Verifier = parse_verifier(collab.log_key)
+        except SigningError as exc:
+            raise HashfedConfigError(f"hashfed collab {collab.name}: log_key: {exc}") from None
+        if self.verifier.name != collab.origin:
+            raise HashfedConfigError(
+                f"hashfed collab {collab.name}: log_key is named {self.verifier.name!r}, "
+                f"not after the origin {collab.origin!r}"
+            )
+        if not collab.urls:
+            raise HashfedConfigError(f"hashfed collab {collab.name}: no node URLs configured")
+        self.nodes = [_parse_node(entry, collab.origin) for entry in collab.urls]
+        self.signer: t.Optional[Signer] = None
+        if credentials is not None:
+            try:
+                self.signer = parse_signer(credentials.peer_key)
+            except SigningError as exc:
+                raise HashfedConfigError(f"hashfed peer key: {exc}") from None
+        self.witness_policy = _load_policy(collab)
+        self.rules = Policy(min_pdq_quality=collab.min_pdq_quality)
+
+    @classmethod
+    def for_collab(
+        cls,
+        collab: HashfedCollabConfig,
+        credentials: t.Optional[HashfedCredentials] = None,
+    ) -> "HashfedSignalExchangeAPI":
+        if credentials is None:
+            try:
+                credentials = HashfedCredentials.get(cls)
+            except auth.SignalExchangeAPIMissingAuthException:
+                credentials = None  # reads the logs the nodes serve publicly
+        return cls(collab, credentials)
+
+    @classmethod
+    def get_name(cls) -> str:
+        return API_NAME
+
+    @staticmethod
+    def get_config_cls() -> t.Type[HashfedCollabConfig]:
+        return HashfedCollabConfig
+
+    @staticmethod
+    def get_checkpoint_cls() -> t.Type[HashfedCheckpoint]:
+        return HashfedCheckpoint
+
+    @staticmethod
+    def get_record_cls() -> t.Type[HashfedSignalMetadata]:
+        return HashfedSignalMetadata
+
+    @staticmethod
+    def get_credential_cls() -> t.Type[HashfedCredentials]:
+        return HashfedCredentials
+
+    @classmethod
+    def naive_convert_to_signal_type(
+        cls,
+        signal_types: t.Sequence[t.Type[SignalType]],
+        collab: HashfedCollabConfig,
+        fetched: t.Mapping[int, HashfedEntry],
+    ) -> t.Dict[t.Type[SignalType], t.Dict[str, HashfedSignalMetadata]]:
+        return convert(signal_types, fetched)
+
+    def fetch_iter(
+        self,
+        supported_signal_types: t.Sequence[t.Type[SignalType]],
+        checkpoint: t.Optional[HashfedCheckpoint],
+    ) -> Iterator[HashfedDelta]:
+        """Yields one delta per verified bundle until the log is up to date.
+
+        Raises Equivocation if the origin forked, HashfedFetchFailed if no node
+        could serve a verified update (after yielding what was verified).
+        """
+        current = checkpoint or HashfedCheckpoint()
+        errors: t.List[str] = []
+        with asyncio.Runner() as runner:
+            session = runner.run(_open_session())
+            try:
+                for name, url in self.nodes:
+                    fetcher = self._fetcher(session, name, url)
+                    bundles = follow(
+                        fetcher,
+                        self.collab.origin,
+                        self.verifier,
+                        current.tree(),
+                        current.note,
+                        quorum=self._quorum,
+                    )
+                    try:
+                        while (bundle := runner.run(_next(bundles))) is not None:
+                            delta = self._delta(bundle, current)
+                            current = delta.checkpoint
+                            yield delta
+                        refilled = runner.run(self._refill(fetcher, current))
+                        if refilled is not None:
+                            yield refilled
+                        return
+                    except Equivocation as exc:
+                        if exc.evidence is not None:
+                            log.error(
+                                "hashfed evidence of equivocation:\n%s", exc.evidence.format()
+                            )
+                        raise
+                    except (Behind, AwaitingQuorum) as exc:
+                        log.info("hashfed: %s", exc)
+                        errors.append("")
+                    except SyncError as exc:
+                        log.warning("hashfed: %s; trying the next node", exc)
+                        errors.append(str(exc))
+                    finally:
+                        runner.run(bundles.aclose())
+            finally:
+                runner.run(session.close())
+        if any(errors):
+            message = "; ".join(e for e in errors if e)
+            if self.signer is None:
+                message += (
+                    f" (no peer key configured, so only public logs can be read: set "
+                    f"{HashfedCredentials.ENV_VARIABLE} or {HashfedCredentials.FILE_NAME})"
+                )
+            raise HashfedFetchFailed(message)
+
+    def _fetcher(self, session: aiohttp.ClientSession, name: str, url: str) -> HttpFetcher:
+        auth_client = None if self.signer is None else SessionClient(self.signer, name)
+        return HttpFetcher(session, url, url, auth_client)
+
+    async def _refill(
+        self, fetcher: HttpFetcher, current: HashfedCheckpoint
+    ) -> t.Optional[HashfedDelta]:
+        """Asks the node again for the content of additions that came without it
+        (specs/protocol.md §8.4): returns a delta of those found, or None.
+
+        Best effort: each item is checked against its entry's commitment, kept in
+        the checkpoint, so a node can only fail to help, never harm."""
+        missing = current.missing_content()
+        contents: t.Dict[int, bytes] = {}
+        for bundle in sorted({index // ENTRY_BUNDLE_WIDTH for index in missing}):
+            width = min(ENTRY_BUNDLE_WIDTH, current.size - bundle * ENTRY_BUNDLE_WIDTH)
+            try:
+                data = await fetcher.content(self.collab.origin, bundle, width)
+                items = split_bundle(data, f"{fetcher.name}: content bundle {bundle}")
+            except (SyncError, MalformedBundle) as exc:
+                log.info("hashfed: content of earlier entries not available: %s", exc)
+                return None
+            for index in missing:
+                offset = index - bundle * ENTRY_BUNDLE_WIDTH
+                if 0 <= offset < min(width, len(items)):
+                    contents[index] = items[offset]
+        updates, resolved = refill_updates(missing, contents, self.rules)
+        if not resolved:
+            return None
+        for index in resolved:
+            del missing[index]
+        newest = max((entry.time for entry in updates.values() if entry), default=0)
+        progress = max(current.progress_time, newest)
+        checkpoint = HashfedCheckpoint.of(current.tree(), current.note, progress, missing)
+        log.info("hashfed: content of %d earlier entries received at last", len(resolved))
+        return state.FetchDelta(updates, checkpoint)
+
+    def _quorum(self, note: str) -> bool:
+        if self.witness_policy is None:
+            return True
+        try:
+            result = self.witness_policy.check_checkpoint(
+                note, self.collab.origin, int(time.time())
+            )
+        except (ProtocolError, SigningError):
+            return False
+        return result.met
+
+    def _delta(self, bundle: VerifiedBundle, before: HashfedCheckpoint) -> HashfedDelta:
+        updates, newest, missing = bundle_updates(bundle, self.rules)
+        progress = max(before.progress_time, newest)
+        still = before.missing_content()
+        still.update(missing)
+        for index, update in updates.items():
+            if update is None:  # retracted: its content is erased, nothing to ask for
+                still.pop(index, None)
+        if len(still) > MAX_MISSING:
+            dropped = sorted(still)[: len(still) - MAX_MISSING]
+            log.warning(
+                "hashfed: %d additions without content are no longer asked for", len(dropped)
+            )
+            for index in dropped:
+                del still[index]
+        checkpoint = HashfedCheckpoint.of(bundle.tree, bundle.note, progress, still)
+        return state.FetchDelta(updates, checkpoint)
+
+    def report_opinion(
+        self, s_type: t.Type[SignalType], signal: str, opinion: state.SignalOpinion
+    ) -> None:
+        """Feedback is a record in the partner's own hashfed log; this exchange has no log."""
+        raise NotImplementedError(
+            "hashfed: this exchange runs without a hashfed node, so it cannot report "
+            "opinions: feedback is a record signed into your own node's log. Run "
+            "'hashfed feedback ORIGIN INDEX --verdict ...' on your node instead"
+        )
+
+
+def _parse_node(entry: str, origin: str) -> t.Tuple[str, str]:
+    """Returns (key name, URL) of a configured node: "URL" (the publisher) or "name=URL"."""
+    name, sep, url = entry.strip().partition("=")
+    if not sep or "://" in name:
+        name, url = origin, entry.strip()
+    if not url.startswith(("http://", "https://")):
+        raise HashfedConfigError(f"hashfed node {entry!r} is not an http(s) URL")
+    return name, url
+
+
+def _load_policy(collab: HashfedCollabConfig) -> t.Optional[WitnessPolicy]:
+    if not collab.witness_policy:
+        return None
+    path = Path(collab.witness_policy).expanduser()
+    try:
+        policy = parse_policy(path.read_bytes())
+    except OSError as exc:
+        raise HashfedConfigError(f"hashfed witness policy {path}: {exc.strerror}") from None
+    except (ProtocolError, SigningError, ValueError) as exc:
+        raise HashfedConfigError(f"hashfed witness policy {path}: {exc}") from None
+    if not policy.applies_to(collab.origin):
+        raise HashfedConfigError(
+            f"hashfed witness policy {path} lists no log with origin {collab.origin!r}"
+        )
+    return policy
+
+
+async def _open_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+async def _next(bundles: AsyncGenerator[VerifiedBundle, None]) -> t.Optional[VerifiedBundle]:
+    try:
+        return await anext(bundles)
+    except StopAsyncIteration:
+        return None

@@ -1,0 +1,8 @@
+"""The pytx tests share the node helpers one directory up (synchelpers)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
