@@ -34,7 +34,15 @@ from webhelpers import ROOT, harness
 WEB = ROOT / "web"
 CATALOG_DIR = WEB / "src" / "i18n"
 STATES = ("review", "pending", "active", "withdrawn", "rejected")  # specs/case-api.md
-REFUSALS = ("empty", "mislabelled", "not-accepted", "unrecognised")  # web/src/formats.ts
+REFUSALS = (
+    "empty",
+    "mislabelled",
+    "not-accepted",
+    "unrecognised",
+    "audio-only",
+    "no-video-track",
+    "no-movie-header",
+)  # web/src/formats.ts
 
 
 async def _client(tmp_path: Path) -> TestClient[web.Request, web.Application]:
