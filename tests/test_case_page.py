@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hashfed.hasher.formats import ACCEPTED_PHOTO_EXTENSIONS, ACCEPTED_VIDEO_EXTENSIONS
 from hashfed.node.caseapi import RedactingAccessLogger
 from hashfed.node.casepage import (
     CONTENT_SECURITY_POLICY,
@@ -34,7 +35,15 @@ from webhelpers import ROOT, harness
 WEB = ROOT / "web"
 CATALOG_DIR = WEB / "src" / "i18n"
 STATES = ("review", "pending", "active", "withdrawn", "rejected")  # specs/case-api.md
-REFUSALS = ("empty", "mislabelled", "not-accepted", "unrecognised")  # web/src/formats.ts
+REFUSALS = (
+    "empty",
+    "mislabelled",
+    "not-accepted",
+    "unrecognised",
+    "audio-only",
+    "no-video-track",
+    "no-movie-header",
+)  # web/src/formats.ts
 
 
 async def _client(tmp_path: Path) -> TestClient[web.Request, web.Application]:
@@ -186,3 +195,27 @@ def test_every_string_is_translated() -> None:
         assert set(re.findall(r"\{\w+\}", en[key])) == set(re.findall(r"\{\w+\}", nl[key])), key
     same = [k for k in en if en[k] == nl[k]]
     assert len(same) <= 3, f"Dutch strings copied from English: {same}"
+
+
+def _ts_list(source: str, name: str) -> list[str]:
+    match = re.search(rf"export const {name} = \[(.*?)\];", source, re.S)
+    assert match is not None, name
+    return re.findall(r'"([^"]+)"', match.group(1))
+
+
+def test_page_accepts_the_hashers_types() -> None:
+    source = (WEB / "src" / "formats.ts").read_text("utf-8")
+    photos = _ts_list(source, "ACCEPTED_PHOTO_EXTENSIONS")
+    videos = _ts_list(source, "ACCEPTED_VIDEO_EXTENSIONS")
+    assert photos == list(ACCEPTED_PHOTO_EXTENSIONS)
+    assert videos == list(ACCEPTED_VIDEO_EXTENSIONS)
+    html = (WEB / "static" / "index.html").read_text("utf-8")
+    accept = re.search(r'id="files" multiple accept="([^"]+)"', html)
+    assert accept is not None
+    offered = {a.lstrip(".") for a in accept.group(1).split(",")}
+    assert set(photos) | set(videos) <= offered
+    for lang, catalog in _catalogs().items():
+        listed = catalog["file-refused-not-accepted"].lower()
+        named = {"jpg": "jpeg"}  # the sentence names the type once
+        missing = [e for e in (*photos, *videos) if named.get(e, e) not in listed]
+        assert missing == [], f"{lang} does not name {missing}"

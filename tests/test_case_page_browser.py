@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 from hashfed.hasher.batch import Result, hash_path
 from hashfed.node.home import Node, open_node
+from media import movie
 from PIL import Image
 from playwright.async_api import Browser, Page, Request, async_playwright, expect
 from synchelpers import active_hashes, allow, make_node, sync, trust, use
@@ -371,6 +372,10 @@ async def test_too_many_hashes_and_other_formats_are_refused_before_sending(
     photos = _photos(tmp_path, 21)
     gif = tmp_path / "photo.gif"
     Image.open(photos[0]).save(gif)
+    webp = tmp_path / "photo.webp"
+    Image.open(photos[0]).save(webp, "WEBP", lossless=True)
+    song = tmp_path / "song.m4a"
+    song.write_bytes(movie(b"M4A ", handlers=(b"soun",)))
     recorder = Recorder()
     with serve_publisher(tmp_path) as p:
         async with chromium() as browser, open_page(browser, recorder) as page:
@@ -390,7 +395,7 @@ async def test_too_many_hashes_and_other_formats_are_refused_before_sending(
                 ["dropped.png", list(photos[0].read_bytes())],
             )
             await wait_hashed(page)
-            await page.locator("#files").set_input_files([*photos, gif])
+            await page.locator("#files").set_input_files([*photos, gif, webp, song])
             await wait_hashed(page)
             await expect(page.locator("#file-list li[data-status=ready]")).to_have_count(21)
             duplicate = page.locator("#file-list li", has_text="photo-00.png")
@@ -398,6 +403,10 @@ async def test_too_many_hashes_and_other_formats_are_refused_before_sending(
             await expect(page.locator("#open-error")).to_contain_text("at most 20")
             gif_item = page.locator("#file-list li", has_text="photo.gif")
             await expect(gif_item).to_contain_text("hashfed case open FILE --publisher")
+            webp_item = page.locator("#file-list li", has_text="photo.webp")
+            await expect(webp_item).to_contain_text("hashfed case open FILE --publisher")
+            song_item = page.locator("#file-list li", has_text="song.m4a")
+            await expect(song_item).to_contain_text("holds only sound")
             await page.locator("#confirm-list").check()
             await page.locator("#send").click()
             await expect(page.locator("#open-error")).to_contain_text("at most 20")

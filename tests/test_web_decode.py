@@ -5,19 +5,25 @@ WebAssembly decoders the page loads) and the node's hasher: the reference images
 generated JPEGs (baseline and progressive, YCbCr and grey, every chroma subsampling,
 every EXIF orientation) and PNGs (every colour type and bit depth, with and without
 transparency). Every JPEG and PNG the page accepts gives exactly the hasher's hashes and
-variants; everything else gets the same refusal, or a pointer to `hashfed hash`.
+variants; everything else gets the same refusal, or a pointer to `hashfed hash`. Phone
+photos (WebP, HEIC, AVIF) and DICOM (also with a TIFF-like preamble) get that pointer;
+movie-family files (MP4, MOV, 3GP, M4A) are told apart by brands and tracks as the
+hasher does them: a video track wherever `moov` sits, audio only or no `moov` refused.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from hashfed.hasher.batch import FileError, Result, hash_path
+from media import box, movie
 from PIL import Image
+from test_hasher_formats import write_dicom
 from webhelpers import (
     PDQ_IMAGES,
     VECTORS,
@@ -144,6 +150,39 @@ def _others(folder: Path) -> list[Path]:
     return paths
 
 
+def _phones_and_movies(folder: Path) -> list[Path]:
+    """Phone photos, DICOM, and the ISO media family, told apart by brands and tracks."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    img = Image.fromarray(smooth_image(np.random.default_rng(4), 64, 80))
+    img.save(folder / "lossless.webp", "WEBP", lossless=True)
+    pillow_heif.from_pillow(img).save(folder / "IMG_0001.HEIC", quality=90)
+    img.save(folder / "photo.avif", "AVIF", quality=90)
+    write_dicom(np.asarray(img.convert("L")), folder / "plain.dcm")
+    paths = [folder / n for n in ("lossless.webp", "IMG_0001.HEIC", "photo.avif", "plain.dcm")]
+    dicom = bytearray((folder / "plain.dcm").read_bytes())
+    dicom[:8] = b"II*\x00" + struct.pack("<I", 8)  # a preamble that starts as a TIFF
+    hdlr = box(b"hdlr", bytes(8) + b"vide" + bytes(13))
+    moov = box(b"moov", box(b"mvhd", bytes(100)) + box(b"trak", box(b"mdia", hdlr)))
+    mdat64 = struct.pack(">I4sQ", 1, b"mdat", 16 + 3000) + bytes(3000)  # a 64-bit box size
+    meta = box(b"meta", bytes(24))
+    for name, data in (
+        ("tiffish.dcm", bytes(dicom)),
+        ("brand-only.heic", box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic") + meta),
+        ("miaf-avif.avif", box(b"ftyp", b"miaf\x00\x00\x00\x00miafavif") + meta),
+        ("song.m4a", movie(b"M4A ", handlers=(b"soun",))),
+        ("voice.3gp", movie(b"3gp5", handlers=(b"soun",))),
+        ("clip.3gp", movie(b"3gp5", handlers=(b"soun", b"vide"))),
+        ("moov-last.mp4", movie(b"mp42", (b"soun", b"vide"), bytes(5000), moov_last=True)),
+        ("mdat64-moov-last.mp4", box(b"ftyp", b"mp42\x00\x00\x00\x00mp42isom") + mdat64 + moov),
+        ("hint-only.mp4", movie(handlers=(b"hint",))),
+        ("no-moov.mp4", box(b"ftyp", b"isom\x00\x00\x00\x00isom") + bytes(99)),
+        ("heif-brand.mp4", box(b"ftyp", b"isom\x00\x00\x00\x00isommif1") + moov),
+    ):
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
+
+
 def _node_view(outcomes: list[Result | FileError]) -> Any:
     if isinstance(outcomes[0], FileError):
         return ("error", outcomes[0].reason)
@@ -162,7 +201,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         *_jpeg_corpus(folder, rng),
         *_png_corpus(folder, rng),
         *_others(folder),
+        *_phones_and_movies(folder),
     ]
+
+
+_NEEDS_CLI_SUFFIXES = {".jpg", ".png", ".gif", ".bmp", ".tiff", ".webp", ".heic", ".avif", ".dcm"}
+"""Files the page recognises but cannot decode as the hasher does: it points to the CLI."""
+
+# The hasher's words for the movie-family refusals the page names with a code.
+_MOVIE_REFUSALS = {
+    "refused:audio-only": "audio only",
+    "refused:no-video-track": "no video track",
+    "refused:no-movie-header": "without a movie header",
+}
 
 
 def test_page_hashes_equal_the_hasher(corpus: list[Path]) -> None:
@@ -179,13 +230,20 @@ def test_page_hashes_equal_the_hasher(corpus: list[Path]) -> None:
             exact += 1
         elif mine.get("kind") == "md5":
             assert isinstance(theirs[0], Result) and theirs[0].kind == "md5", path
-            assert mine["hash"] == theirs[0].hash, path
+            assert (mine["hash"], mine["format"]) == (theirs[0].hash, theirs[0].format), path
         elif mine["reason"] == "needs-cli":
             needs_cli += 1
-            assert path.suffix.lower() in {".jpg", ".png", ".gif", ".bmp", ".tiff"}, path
+            assert path.suffix.lower() in _NEEDS_CLI_SUFFIXES, path
+            # The hasher recognises it as the page does (hashing it, or finding it damaged).
+            if isinstance(theirs[0], Result):
+                assert mine["format"] == theirs[0].format, path
+            else:
+                assert theirs[0].reason not in {"UnsupportedFormat", "EmptyFile"}, (path, theirs)
         elif mine["reason"].startswith("refused:"):
             assert isinstance(theirs[0], FileError), path
             assert theirs[0].reason in {"UnsupportedFormat", "EmptyFile"}, path
+            if mine["reason"] in _MOVIE_REFUSALS:
+                assert _MOVIE_REFUSALS[mine["reason"]] in theirs[0].error, (path, theirs[0])
         else:
             pytest.fail(f"{path}: page says {mine['reason']}, hasher says {theirs}")
     assert exact >= 100
@@ -194,9 +252,25 @@ def test_page_hashes_equal_the_hasher(corpus: list[Path]) -> None:
         assert variants[name] == 2, name  # stored pixels, and as a viewer shows them
     assert variants["exif1-xmp6.jpg"] == 1  # EXIF says upright; XMP is not read then
     names = {Path(p).name for p, r in page.items() if r.get("reason") == "needs-cli"}
-    assert {"cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff"} <= names
-    assert names <= {
-        "cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff",
+    phones = {
+        "lossless.webp", "IMG_0001.HEIC", "photo.avif", "plain.dcm", "tiffish.dcm",
+        "brand-only.heic", "miaf-avif.avif",
+    }  # fmt: skip
+    assert {"cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff", "F.webp"} <= names
+    assert phones <= names
+    assert names <= phones | {
+        "cmyk.jpg", "CMYK.jpg", "other.gif", "other.bmp", "other.tiff", "other.webp",
+        "F.webp", "I.webp", "HSV.webp", "PA.webp", "LAB.webp",
         "grey1-trns.png", "grey2-trns.png", "grey4-trns.png", "rgb16-trns.png", "raw-exif.png",
     }  # fmt: skip
     assert needs_cli == len(names)
+    formats = {Path(p).name: r.get("format") for p, r in page.items()}
+    assert formats["tiffish.dcm"] == "dcm"  # DICOM's marker wins over the TIFF magic
+    assert (formats["IMG_0001.HEIC"], formats["miaf-avif.avif"]) == ("heic", "avif")
+    assert (formats["clip.3gp"], formats["heif-brand.mp4"]) == ("3gp", "mp4")
+    reasons = {Path(p).name: r.get("reason") for p, r in page.items()}
+    assert reasons["song.m4a"] == reasons["voice.3gp"] == "refused:audio-only"
+    assert reasons["no-moov.mp4"] == "refused:no-movie-header"
+    assert reasons["hint-only.mp4"] == "refused:no-video-track"
+    kinds = {Path(p).name: r.get("kind") for p, r in page.items()}
+    assert kinds["moov-last.mp4"] == kinds["mdat64-moov-last.mp4"] == "md5"

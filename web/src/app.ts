@@ -179,6 +179,10 @@ function failureMessage(code: string, detail: string, format: string): string {
     case "refused-empty":
     case "refused-unrecognised":
       return t(`file-${code}`, { ext: detail });
+    case "refused-audio-only":
+    case "refused-no-video-track":
+    case "refused-no-movie-header":
+      return t(`file-${code}`, { format: detail });
     default:
       return t("file-unreadable");
   }

@@ -1,9 +1,13 @@
 /**
- * Which files the bank accepts, recognised from their first bytes exactly as the node's
+ * Which files the bank accepts, recognised from their content exactly as the node's
  * hasher does (hasher/formats.py): photos are hashed with PDQ, videos with MD5 of their
- * bytes. A file is judged by its content; only TGA, which has no magic number, is
- * recognised by its extension.
+ * bytes. A file is judged by its first bytes; only TGA, which has no magic number, is
+ * recognised by its extension. DICOM is tried first, because its 128-byte preamble may
+ * itself start with another format's magic (often TIFF's). Files of the ISO media family
+ * (MP4, MOV, 3GP, HEIC, AVIF) are told apart by their `ftyp` brands and, for movies, by
+ * their tracks (see isobmff.ts): only a file with a video track is a video.
  */
+import { AVIF_BRANDS, type ByteSource, HEIF_BRANDS, sniffBrands, trackHandlers } from "./isobmff.js";
 
 export type Kind = "pdq" | "md5";
 
@@ -18,23 +22,33 @@ export const HEAD_SIZE = 512;
 
 export const ACCEPTED_PHOTO_EXTENSIONS = [
   "jpeg", "jpg", "png", "gif", "psd", "tiff", "xcf", "tga", "miff", "ico", "dcm", "xpm",
-  "pcx", "bmp",
+  "pcx", "bmp", "heic", "heif", "avif", "webp",
 ];
-export const ACCEPTED_VIDEO_EXTENSIONS = ["mp4", "mov", "avi", "qt", "wmv"];
+export const ACCEPTED_VIDEO_EXTENSIONS = ["mp4", "mov", "avi", "qt", "wmv", "3gp"];
 
 /** Formats the page decodes to the same pixels as the node; others go to `hashfed hash`. */
 export const PAGE_DECODED = new Set(["jpeg", "png"]);
 
 /** Why a file is refused: a stable code the page turns into a sentence. */
-export type RefusalCode = "empty" | "mislabelled" | "not-accepted" | "unrecognised";
+export type RefusalCode =
+  | "empty"
+  | "mislabelled"
+  | "not-accepted"
+  | "unrecognised"
+  | "audio-only"
+  | "no-video-track"
+  | "no-movie-header";
 
-/** A file the bank does not accept (hashfed hash refuses it too). */
+/**
+ * A file the bank does not accept (hashfed hash refuses it too). `detail` is the file's
+ * extension, or for a movie-family file its format name (e.g. "MP4").
+ */
 export class Refused extends Error {
   constructor(
     readonly code: RefusalCode,
-    readonly extension: string,
+    readonly detail: string,
   ) {
-    super(`${code}${extension ? ` (.${extension})` : ""}`);
+    super(`${code}${detail ? ` (${detail})` : ""}`);
     this.name = "Refused";
   }
 }
@@ -61,8 +75,9 @@ function video(name: string): Format {
   return { name, kind: "md5" };
 }
 
-/** sniff returns the format whose magic number `head` starts with, or null. */
+/** sniff returns the format that `head` (a file's first HEAD_SIZE bytes) names, or null. */
 export function sniff(head: Uint8Array): Format | null {
+  if (ascii(head, 128, 132) === "DICM") return photo("dcm"); // first: the preamble is free-form
   if (startsWith(head, [0xff, 0xd8, 0xff])) return photo("jpeg");
   if (startsWith(head, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return photo("png");
   const six = ascii(head, 0, 6);
@@ -75,7 +90,6 @@ export function sniff(head: Uint8Array): Format | null {
   if (startsWith(head, [0, 0, 1, 0]) && head.length >= 6 && (head[4] !== 0 || head[5] !== 0)) {
     return photo("ico");
   }
-  if (ascii(head, 128, 132) === "DICM") return photo("dcm");
   let first = 0;
   while (first < head.length && [0x20, 0x09, 0x0a, 0x0d, 0x0b, 0x0c].includes(head[first])) {
     first++;
@@ -86,11 +100,30 @@ export function sniff(head: Uint8Array): Format | null {
     return photo("pcx");
   }
   if (four === "RIFF" && ascii(head, 8, 12) === "AVI ") return video("avi");
+  if (four === "RIFF" && ascii(head, 8, 12) === "WEBP") return photo("webp");
   if (startsWith(head, ASF_GUID)) return video("wmv");
-  if (ascii(head, 4, 8) === "ftyp") return ascii(head, 8, 12) === "qt  " ? video("mov") : video("mp4");
+  const brands = sniffBrands(head);
+  if (brands !== null) return isoFormat(brands);
   if (QT_ATOMS.includes(ascii(head, 4, 8))) return video("mov");
   return null;
 }
+
+/** The format an `ftyp` box names: a photo brand wins, else the movie family. */
+function isoFormat(brands: string[]): Format {
+  const major = brands[0];
+  if (AVIF_BRANDS.has(major)) return photo("avif");
+  if (HEIF_BRANDS.has(major)) return photo("heic");
+  if (brands.some((b) => AVIF_BRANDS.has(b))) return photo("avif");
+  if (brands.some((b) => HEIF_BRANDS.has(b)) && !["isom", "mp41", "mp42"].includes(major)) {
+    return photo("heic");
+  }
+  if (major === "qt  ") return video("mov");
+  if (major.startsWith("3g")) return video("3gp");
+  return video("mp4");
+}
+
+/** Formats of the movie family: videos only when they hold a video track. */
+const MOVIE_FAMILY = new Set(["mp4", "mov", "3gp"]);
 
 /** extensionOf returns the lowercase extension of a file name, without the dot. */
 export function extensionOf(name: string): string {
@@ -101,7 +134,8 @@ export function extensionOf(name: string): string {
 
 /**
  * detectFormat returns the accepted format of a file from its first bytes and its name,
- * or throws Refused with the reason `hashfed hash` would give.
+ * or throws Refused with the reason `hashfed hash` would give. A movie-family format
+ * it returns still needs its tracks checked: use recognise for a whole file.
  */
 export function detectFormat(head: Uint8Array, name: string): Format {
   if (head.length === 0) throw new Refused("empty", "");
@@ -113,4 +147,29 @@ export function detectFormat(head: Uint8Array, name: string): Format {
     throw new Refused("mislabelled", ext);
   }
   throw new Refused(ext ? "not-accepted" : "unrecognised", ext);
+}
+
+/**
+ * checkVideoTracks throws Refused, as `hashfed hash` refuses it, unless the movie-family
+ * file (`format` mp4, mov or 3gp) holds a video track.
+ */
+export async function checkVideoTracks(source: ByteSource, format: Format): Promise<void> {
+  const handlers = await trackHandlers(source);
+  const name = format.name.toUpperCase();
+  if (handlers === null) throw new Refused("no-movie-header", name);
+  if (handlers.includes("vide")) return;
+  if (handlers.length > 0 && handlers.every((h) => h === "soun")) throw new Refused("audio-only", name);
+  throw new Refused("no-video-track", name);
+}
+
+/**
+ * recognise returns the accepted format of the file `source` named `name`, reading its
+ * first bytes and, for a movie, its track headers; it throws Refused as detectFormat does,
+ * and for movies without a video track (audio only, or no movie header at all).
+ */
+export async function recognise(source: ByteSource, name: string): Promise<Format> {
+  const head = await source.read(0, HEAD_SIZE);
+  const format = detectFormat(head, name);
+  if (MOVIE_FAMILY.has(format.name)) await checkVideoTracks(source, format);
+  return format;
 }

@@ -13,8 +13,9 @@ import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
 import { decode as decodePng, init as initPng } from "@jsquash/png/decode.js";
 import { createMD5 } from "hash-wasm";
 import { type Codecs, CorruptPhoto, NeedsCommandLine } from "./decode.js";
-import { detectFormat, HEAD_SIZE, Refused } from "./formats.js";
+import { PAGE_DECODED, Refused, recognise } from "./formats.js";
 import { hashPhoto } from "./hashing.js";
+import { fileSourceOf } from "./isobmff.js";
 
 /** Bytes read per MD5 step: progress is reported after each. */
 const MD5_CHUNK = 8 * 1024 * 1024;
@@ -60,13 +61,14 @@ async function md5(job: Job): Promise<string> {
 }
 
 async function handle(job: Job): Promise<void> {
-  const head = new Uint8Array(await job.file.slice(0, HEAD_SIZE).arrayBuffer());
-  const format = detectFormat(head, job.file.name);
+  // The first bytes, and for a movie its track headers: never the whole file.
+  const format = await recognise(fileSourceOf(job.file), job.file.name);
   if (format.kind === "md5") {
     const hash = await md5(job);
     post({ id: job.id, type: "hashed", format: format.name, kind: "md5", hashes: [{ hash, quality: null, variant: "stored" }] });
     return;
   }
+  if (!PAGE_DECODED.has(format.name)) throw new NeedsCommandLine(`${format.name.toUpperCase()} files`);
   codecsPromise ??= loadCodecs();
   const codecs = await codecsPromise;
   const bytes = new Uint8Array(await job.file.arrayBuffer());
@@ -76,7 +78,7 @@ async function handle(job: Job): Promise<void> {
 }
 
 function failure(e: unknown): { code: string; detail: string } {
-  if (e instanceof Refused) return { code: `refused-${e.code}`, detail: e.extension };
+  if (e instanceof Refused) return { code: `refused-${e.code}`, detail: e.detail };
   if (e instanceof NeedsCommandLine) return { code: "needs-cli", detail: e.detail };
   if (e instanceof CorruptPhoto) return { code: "corrupt", detail: e.detail };
   return { code: "unreadable", detail: String(e) };

@@ -7,8 +7,9 @@ import { decode as decodePng, init as initPng } from "@jsquash/png/decode.js";
 import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
 import { md5 } from "hash-wasm";
 import { CorruptPhoto, NeedsCommandLine, type Codecs } from "../src/decode.js";
-import { detectFormat, HEAD_SIZE, Refused } from "../src/formats.js";
+import { Refused, recognise } from "../src/formats.js";
 import { hashPhoto } from "../src/hashing.js";
+import { fileSourceOf } from "../src/isobmff.js";
 
 const require = createRequire(import.meta.url);
 
@@ -27,21 +28,24 @@ async function codecs(): Promise<Codecs> {
 const c = await codecs();
 for (const path of process.argv.slice(2)) {
   const bytes = new Uint8Array(readFileSync(path));
+  let format = "";
   try {
-    const format = detectFormat(bytes.subarray(0, HEAD_SIZE), path);
-    if (format.kind !== "pdq") {
+    // Through a Blob, as the worker reads a File: slice by slice.
+    const found = await recognise(fileSourceOf(new Blob([bytes])), path);
+    format = found.name;
+    if (found.kind !== "pdq") {
       const hash = await md5(bytes);
-      console.log(JSON.stringify({ path, format: format.name, kind: "md5", hash }));
+      console.log(JSON.stringify({ path, format, kind: "md5", hash }));
       continue;
     }
-    const hashes = await hashPhoto(bytes, format.name, c);
-    console.log(JSON.stringify({ path, format: format.name, hashes }));
+    const hashes = await hashPhoto(bytes, format, c);
+    console.log(JSON.stringify({ path, format, hashes }));
   } catch (e) {
     const reason =
       e instanceof Refused ? `refused:${e.code}`
       : e instanceof NeedsCommandLine ? "needs-cli"
       : e instanceof CorruptPhoto ? `corrupt:${e.detail}`
       : `error:${String(e)}`;
-    console.log(JSON.stringify({ path, reason }));
+    console.log(JSON.stringify({ path, format, reason }));
   }
 }
