@@ -65,7 +65,7 @@ async def test_sync_and_status_count_the_same_flags(tmp_path: Path) -> None:
         a.close()
         result = await asyncio.to_thread(cli, a.config.home, "sync", "--json", "--silent")
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.output)
-    status = json.loads(cli(a.config.home, "status", "--json").output)
+    (row,) = json.loads(result.stdout)
+    status = json.loads(cli(a.config.home, "status", "--json").stdout)  # the verdict is on stderr
     held = {r["origin"]: r["flagged"] for r in status}
     assert row["flagged"] == held[row["origin"]] == 0
