@@ -185,7 +185,7 @@ def make_store(url: str, node: Node) -> HmaStore:
     api_json = {"urls": [url], "origin": ORIGIN, "log_key": node.signer.vkey()}
     api_json.update(name="STOPNCII", enabled=True, api=HashfedSignalExchangeAPI.get_name())
     collab = dataclass_json.dataclass_load_dict(api_json, HashfedCollabConfig)
-    peer_skey, _ = generate_key("hma.test/platform")
+    peer_skey, _ = generate_key("peer:hma.test/platform")
     return HmaStore(collab, HashfedCredentials(peer_skey))
 
 

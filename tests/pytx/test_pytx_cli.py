@@ -98,7 +98,7 @@ def publisher(tmp_path: Path) -> Iterator[tuple[Publisher, str]]:
     node = init_node(home, ORIGIN, "publisher")
     log_key = node.signer.vkey()
     node.close()
-    peer_skey, peer_vkey = generate_key("platform.test/pytx")
+    peer_skey, peer_vkey = generate_key("peer:platform.test/pytx")
     added = hashfed("--dir", str(home), "peers", "add", "platform", "-", peer_vkey)
     assert added.returncode == 0, added.stdout + added.stderr
     port = free_port()
