@@ -15,7 +15,7 @@ PYTX_MODULES := -m hashfed.sync.pytx $(patsubst sync/pytx/%.py,-m hashfed.sync.p
 	$(filter-out sync/pytx/__init__.py,$(wildcard sync/pytx/*.py)))
 PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: all run test bench lint clean venv tools corpus web fuzz
+.PHONY: all run test bench lint clean venv tools corpus web fuzz docs
 
 all: test
 
@@ -154,6 +154,12 @@ $(WRK):
 
 bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed $(PYTX_STAMP) corpus $(NGINX) $(WRK)
 	$(PY) -m bench
+
+# docs/configuration.md is generated from the settings declared in node/config.py
+# (tests/test_config_reference.py fails when it is out of date).
+docs: $(STAMP)
+	$(PY) -m hashfed.node.config --markdown > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 # Longer campaigns: property tests over every decoder of outside bytes
 # (tests/test_fuzz_decoders.py), and schemathesis against a live node for 10 minutes.
