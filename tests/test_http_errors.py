@@ -109,7 +109,8 @@ async def test_oversized_body_under_v1_is_a_json_413(tmp_path: Path) -> None:
 
 async def test_c2sp_endpoints_keep_their_own_formats(tmp_path: Path) -> None:
     async with node_server(tmp_path) as (url, _token), aiohttp.ClientSession() as session:
-        async with session.get(url + "/healthz") as resp:
-            assert resp.status == 200 and resp.content_type == "text/plain"
+        async with session.get(url + "/healthz") as resp:  # JSON, outside /v1/ too
+            assert resp.status == 200 and resp.content_type == "application/json"
+            assert await resp.json() == {"status": "ok"}
         async with session.get(url + "/nowhere") as resp:
             assert resp.status in (401, 404)

@@ -12,12 +12,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hashfed.node.adminapi import setup_admin
 from hashfed.node.bankindex import BankIndex
 from hashfed.node.caseapi import serve_cases
 from hashfed.node.config import ServerConfig, write_config
@@ -61,6 +62,7 @@ def _app_operations(tmp_path: Path) -> set[tuple[str, str]]:
         witness=Witness(witness_db, node.witness_signer(), lambda: 0),
         peer_signer=node.peer_signer,
     )
+    setup_admin(app, db.conn, node.config, "admin-token")  # [metrics] enabled, on the main port
     api = serve_cases(app, node)  # as 'hashfed serve' does on a publisher
     operations = set()
     for route in app.router.routes():
@@ -99,9 +101,19 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
+@dataclass(frozen=True)
+class LiveNode:
+    """A running 'hashfed serve' and a credential for each security scheme."""
+
+    url: str
+    peer_token: str
+    api_token: str
+    admin_token: str
+
+
 @pytest.fixture
-def live_node(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A publisher's 'hashfed serve' (case desk, match, witness) and a peer's session token."""
+def live_node(tmp_path: Path) -> Iterator[LiveNode]:
+    """A publisher's 'hashfed serve' (case desk and page, match, witness, metrics)."""
     node = make_node(tmp_path, "p", "publisher")
     publish(node, 300)
     cases = replace(
@@ -118,6 +130,8 @@ def live_node(tmp_path: Path) -> Iterator[tuple[str, str]]:
     peer_skey, peer_vkey = generate_key(peer_key_name("fuzzer.test/hashfed"))
     with transaction(node.db) as conn:
         add_peer(conn, "fuzzer", "-", peer_vkey)
+    api_token = node.api_token()
+    assert node.config.metrics.enabled and not node.config.metrics.listen
     node.close()
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
@@ -140,7 +154,8 @@ def live_node(tmp_path: Path) -> Iterator[tuple[str, str]]:
         request = urllib.request.Request(url + "/v1/auth/session", data=body.encode())
         with opener.open(request, timeout=30) as resp:
             token = json.loads(resp.read())["token"]
-        yield url, token
+        admin_token = (node.config.home / "keys" / "admin.token").read_text().strip()
+        yield LiveNode(url, token, api_token, admin_token)
         assert proc.poll() is None, "the node died during the run"
         with opener.open(url + "/healthz", timeout=30) as resp:
             assert resp.status == 200  # still healthy
@@ -151,9 +166,16 @@ def live_node(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 def test_schemathesis_finds_nothing_against_the_live_node(
-    live_node: tuple[str, str], tmp_path: Path
+    live_node: LiveNode, tmp_path: Path
 ) -> None:
-    url, token = live_node
+    # Each security scheme gets its own credential: the peer's session token, the
+    # node's API token (/v1/match) and the admin token (/metrics, /v1/status).
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'[auth.openapi.bearer]\nbearer = "{live_node.peer_token}"\n'
+        f'[auth.openapi.apiToken]\nbearer = "{live_node.api_token}"\n'
+        f'[auth.openapi.adminToken]\nbearer = "{live_node.admin_token}"\n'
+    )
     checks = [
         "not_a_server_error",
         "status_code_conformance",
@@ -165,12 +187,12 @@ def test_schemathesis_finds_nothing_against_the_live_node(
             sys.executable,
             "-m",
             "schemathesis.cli",
+            "--config-file",
+            str(config),
             "run",
             str(DOCUMENT),
             "--url",
-            url,
-            "-H",
-            f"Authorization: Bearer {token}",
+            live_node.url,
             "--checks",
             ",".join(checks),
             "--max-time",
