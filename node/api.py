@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import web
 from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH, request_peer
 from hashfed.node.bankindex import BankIndex, parse_hash
+from hashfed.node.errors import NodeError
 from hashfed.node.metrics import app_metrics
 from hashfed.node.readiness import RETRY_AFTER
 from hashfed.protocol.kinds import kinds
@@ -65,7 +66,7 @@ API_CLIENT_KEY = web.RequestKey("hashfed_api_client", bool)
 """Set on a request authenticated with the local API token."""
 
 
-class BadRequest(Exception):
+class BadRequest(NodeError):
     """The request body is not a valid match batch; item is the bad item's position."""
 
     def __init__(self, message: str, item: int | None = None) -> None:

@@ -52,15 +52,15 @@ ID_SHIFT = 40
 
 _IDX_MASK = (1 << ID_SHIFT) - 1
 
-KindIndex = PdqIndex | Md5Index | ExactIndex
-"""The index classes a kind can have."""
+MatchIndex = PdqIndex | Md5Index | ExactIndex
+"""The index a kind can have (each a :class:`~hashfed.hasher.index.KindIndex`)."""
 
-INDEX_CLASSES: Mapping[str, Callable[[], KindIndex]] = {Kind.PDQ: PdqIndex, Kind.MD5: Md5Index}
+INDEX_CLASSES: Mapping[str, Callable[[], MatchIndex]] = {Kind.PDQ: PdqIndex, Kind.MD5: Md5Index}
 """The index class of each kind that has its own (python-threatexchange's
 ``get_index_cls``, kept on the node's side so that the hasher imports nothing of it)."""
 
 
-def index_for(kind: HashKind) -> KindIndex:
+def index_for(kind: HashKind) -> MatchIndex:
     """index_for returns an empty index for kind: its own class from INDEX_CLASSES or,
     for a kind that matches only equal hashes, an :class:`ExactIndex` of its width.
     Raises ValueError for a near-matching kind without an index class."""
@@ -195,7 +195,7 @@ class BankIndex:
         self.thresholds = dict(thresholds or {})
         self.default_threshold = default_threshold
         self.kinds = kinds()
-        self.indexes: dict[str, KindIndex] = {k.name: index_for(k) for k in self.kinds}
+        self.indexes: dict[str, MatchIndex] = {k.name: index_for(k) for k in self.kinds}
         self._logs: dict[int, str] = {}  # applied log id -> origin
         self._sizes: dict[int, int] = {}  # applied log id -> log size indexed up to
         self._lock = threading.Lock()
@@ -248,7 +248,7 @@ class BankIndex:
         return index
 
     @property
-    def md5(self) -> KindIndex:
+    def md5(self) -> MatchIndex:
         """The MD5 index."""
         return self.indexes[Kind.MD5]
 
@@ -552,7 +552,7 @@ def _read_rows(
 
 
 def _add_new(
-    index: KindIndex,
+    index: MatchIndex,
     ids: np.ndarray[Any, np.dtype[np.int64]],
     hashes: np.ndarray[Any, np.dtype[np.uint8]],
 ) -> None:
