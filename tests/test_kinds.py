@@ -110,3 +110,21 @@ def test_a_registered_kind_leaves_nothing_behind() -> None:
         check_hash("toy", TOY_HASH, None, Policy())
     with pytest.raises(ValueError, match="unknown kind 'toy'"):
         parse_hash("toy", TOY_HASH.hex())
+
+
+def test_error_classes_join_their_package_tree() -> None:
+    """Part of the same layout clean-up: no error class derives from bare Exception."""
+    from hashfed.node.api import BadRequest
+    from hashfed.node.auth import AuthError
+    from hashfed.node.casepage import PageMissing
+    from hashfed.node.errors import NodeError
+    from hashfed.node.mailer import MailError
+    from hashfed.node.pinguard import GuessRefused
+    from hashfed.node.tokens import InvalidToken
+    from hashfed.sync.auth import SessionRefused
+    from hashfed.sync.errors import SyncError
+
+    for cls in (AuthError, MailError, BadRequest, InvalidToken, PageMissing, GuessRefused):
+        assert issubclass(cls, NodeError), cls
+    assert issubclass(SessionRefused, SyncError)
+    assert (AuthError(401, "no").status, SessionRefused(403, "no").status) == (401, 403)
