@@ -36,7 +36,7 @@ class Policy:
     def quality_floor(self, kind: HashKind) -> int:
         """quality_floor returns the lowest quality this node accepts for kind: the
         configured PDQ floor for PDQ, the registry's default for other kinds."""
-        if kind.name == Kind.PDQ:
+        if kind is PDQ or kind.name == Kind.PDQ:
             return self.min_pdq_quality
         return kind.default_quality_floor or 0
 
@@ -58,8 +58,7 @@ def check_hash(kind: str, digest: bytes, quality: int | None, policy: Policy) ->
         raise InvalidRecord(f"a {kind} hash needs a quality from 0 to 100")
     elif quality < (floor := policy.quality_floor(spec)):
         raise InvalidRecord(f"{kind} quality {quality} is below this node's threshold {floor}")
-    reason = spec.degenerate.get(digest)
-    if reason is not None:
+    if spec.degenerate and (reason := spec.degenerate.get(digest)) is not None:
         raise InvalidRecord(f"{kind} hash is {reason}")
 
 
