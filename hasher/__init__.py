@@ -54,8 +54,8 @@ from hashfed.hasher.pdq import (
 )
 from hashfed.hasher.signal import Comparison, SignalType
 
-SIGNAL_TYPES: dict[str, type[SignalType]] = {PDQ_NAME: PdqSignal, MD5_NAME: Md5Signal}
-"""Signal types by their frozen name."""
+SIGNAL_TYPES: dict[str, type[SignalType]] = {s.get_name(): s for s in (PdqSignal, Md5Signal)}
+"""The device's signal types by their frozen name (a kind of hashfed.protocol.kinds each)."""
 
 __all__ = [
     "ACCEPTED_PHOTO_EXTENSIONS",

@@ -17,22 +17,15 @@ whose content matches none of the accepted formats is rejected with
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 from hashfed.hasher.errors import EmptyFile, UnsupportedFormat
 from hashfed.hasher.isobmff import AVIF_BRANDS, HEIF_BRANDS, sniff_brands, track_handlers
+from hashfed.protocol.kinds import Kind as Kind  # which signal type hashes a format
 
 HEAD_SIZE = 512
 """Bytes read from the start of a file to recognise it (DICOM's magic is at 128)."""
-
-
-class Kind(enum.Enum):
-    """Which signal type hashes a format."""
-
-    PDQ = "pdq"
-    MD5 = "md5"
 
 
 @dataclass(frozen=True)

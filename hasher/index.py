@@ -73,11 +73,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 from hashfed.hasher.pdq import PDQ_MATCH_THRESHOLD
+from hashfed.protocol.kinds import MD5, PDQ
 
-PDQ_BYTES = 32
+PDQ_BYTES = PDQ.size
 """Size of a PDQ hash in bytes (256 bits)."""
 
-MD5_BYTES = 16
+MD5_BYTES = MD5.size
 """Size of an MD5 hash in bytes."""
 
 MAX_THRESHOLD = 31
@@ -242,8 +243,9 @@ class _State:
     delta: _Delta
 
 
-class _BankIndex:
-    """What PDQ and MD5 indexes share: ids, tombstones, the delta and compaction."""
+class KindIndex:
+    """KindIndex is what the index of every hash kind shares: ids, tombstones, the
+    delta and compaction. Subclasses set ``width`` (bytes per hash) and ``what``."""
 
     width: int
     what: str
@@ -405,7 +407,7 @@ class _BankIndex:
         self._state = _State(self._make_base(ids, hashes), _Delta.empty(self.width))
 
 
-class PdqIndex(_BankIndex):
+class PdqIndex(KindIndex):
     """Exact PDQ index: every live entry within a Hamming distance of a query.
 
     >>> import numpy as np
@@ -530,7 +532,7 @@ def _pdq_search_part(state: _State, q: U8Array, ts: I64Array) -> list[list[Match
     return [hits[bounds[i] : bounds[i + 1]] for i in range(m)]
 
 
-class Md5Index(_BankIndex):
+class Md5Index(KindIndex):
     """Exact MD5 index: every live entry with a given 16-byte hash.
 
     The base is sorted by hash and searched by bisection on its first eight bytes.
@@ -585,6 +587,56 @@ class Md5Index(_BankIndex):
         return out
 
 
+class ExactIndex(KindIndex):
+    """Exact index for a kind of any width: every live entry with a given hash.
+
+    The index of a kind that matches only equal hashes and has no index of its own
+    (:class:`Md5Index` is the faster one for MD5). The base is sorted by hash and
+    searched by bisection.
+    """
+
+    def __init__(self, width: int, what: str = "hash", *, auto_compact: bool = True) -> None:
+        self.width, self.what = width, what
+        super().__init__(auto_compact=auto_compact)
+
+    def _keys(self, hashes: U8Array) -> npt.NDArray[np.bytes_]:
+        # Fixed-width byte strings order (and compare) as the raw hashes do.
+        return np.ascontiguousarray(hashes).view(f"S{self.width}").ravel()
+
+    def _row_order(self, ids: I64Array, hashes: U8Array) -> I64Array | None:
+        if len(ids) < 2:
+            return None
+        return np.lexsort((ids, self._keys(hashes))).astype(np.int64)
+
+    def _make_search(self, hashes: U8Array) -> dict[str, Any]:
+        return {"keys": self._keys(hashes)}
+
+    def search(self, digest: bytes) -> list[Match]:
+        """search returns the live entries whose hash is ``digest``, by id."""
+        if not isinstance(digest, bytes | bytearray | memoryview) or len(digest) != self.width:
+            raise ValueError(f"a {self.what} hash is {self.width} bytes")
+        return self.search_batch([bytes(digest)])[0]
+
+    def search_batch(self, hashes: U8Array | Sequence[bytes]) -> list[list[Match]]:
+        """search_batch returns, for each query, the live entries with exactly that hash."""
+        q = _check_hashes(hashes, self.width, "query")
+        state = self._state
+        base, delta = state.base, state.delta
+        d_count = delta.count
+        d_hashes = delta.hashes[:d_count]
+        keys = self._keys(q)
+        left = np.searchsorted(base.search["keys"], keys, "left").tolist()
+        right = np.searchsorted(base.search["keys"], keys, "right").tolist()
+        out: list[list[Match]] = []
+        for i in range(len(q)):
+            found = [int(base.ids[r]) for r in range(left[i], right[i]) if base.alive[r]]
+            if d_count:
+                same = (d_hashes == q[i]).all(axis=1) & (delta.alive[:d_count] != 0)
+                found.extend(delta.ids[np.flatnonzero(same)].tolist())
+            out.append([Match(i_, 0) for i_ in sorted(found)])
+        return out
+
+
 def warm_up() -> None:
     """warm_up compiles (or loads from numba's cache) the PDQ kernels, so that the first
     real query does not pay for it."""
@@ -601,7 +653,9 @@ __all__ = [
     "MAX_THRESHOLD",
     "MD5_BYTES",
     "PDQ_BYTES",
+    "ExactIndex",
     "IndexStats",
+    "KindIndex",
     "Match",
     "Md5Index",
     "PdqIndex",

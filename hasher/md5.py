@@ -12,14 +12,15 @@ import re
 from pathlib import Path
 
 from hashfed.hasher.signal import Comparison, SignalType
+from hashfed.protocol.kinds import MD5
 
-MD5_NAME = "md5"
-"""The frozen name of the MD5 kind."""
+MD5_NAME = str(MD5.name)
+"""The frozen name of the MD5 kind (hashfed.protocol.kinds)."""
 
 CHUNK_SIZE = 1 << 20
 """Bytes read per chunk while hashing (1 MiB)."""
 
-_MD5_RE = re.compile(r"[0-9a-f]{32}")
+_MD5_RE = re.compile(f"[0-9a-f]{{{MD5.hex_length}}}")
 
 
 def md5_file(path: Path | str, chunk_size: int = CHUNK_SIZE) -> str:

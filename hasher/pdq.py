@@ -25,17 +25,18 @@ from hashfed.hasher.decode import RGBArray, decode, decode_bytes
 from hashfed.hasher.errors import UnsupportedFormat
 from hashfed.hasher.formats import Kind, detect_format, read_head
 from hashfed.hasher.signal import Comparison, SignalType
+from hashfed.protocol.kinds import PDQ
 
-PDQ_NAME = "pdq"
-"""The frozen name of the PDQ kind."""
+PDQ_NAME = str(PDQ.name)
+"""The frozen name of the PDQ kind (hashfed.protocol.kinds)."""
 
-PDQ_QUALITY_THRESHOLD = 50
+PDQ_QUALITY_THRESHOLD = PDQ.default_quality_floor or 0
 """Hashes with a quality below this are reported but not publishable."""
 
-PDQ_MATCH_THRESHOLD = 31
+PDQ_MATCH_THRESHOLD = PDQ.max_distance
 """Two PDQ hashes match when they differ in at most this many of their 256 bits."""
 
-PDQ_HEX_LENGTH = 64
+PDQ_HEX_LENGTH = PDQ.hex_length
 
 DIHEDRAL_NAMES = (
     "original", "rotate90", "rotate180", "rotate270",
@@ -43,7 +44,7 @@ DIHEDRAL_NAMES = (
 )  # fmt: skip
 """Names of pdqhash.compute_dihedral's eight hashes, in its order."""
 
-_PDQ_RE = re.compile(r"[0-9a-f]{64}")
+_PDQ_RE = re.compile(f"[0-9a-f]{{{PDQ_HEX_LENGTH}}}")
 
 
 def pdq_from_rgb(rgb: RGBArray) -> tuple[str, int]:

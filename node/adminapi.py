@@ -82,7 +82,7 @@ def _index_sizes(app: web.Application) -> Callable[[], tuple[dict[str, int], flo
         index = None if provider is None else provider()
         if index is None:
             return None
-        return {"pdq": len(index.pdq), "md5": len(index.md5)}, index.load_seconds
+        return {kind: len(i) for kind, i in index.indexes.items()}, index.load_seconds
 
     return sizes
 

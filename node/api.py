@@ -38,9 +38,11 @@ from typing import Any
 
 from aiohttp import web
 from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH, request_peer
-from hashfed.node.bankindex import KINDS, BankIndex, parse_hash
+from hashfed.node.bankindex import BankIndex, parse_hash
+from hashfed.node.errors import NodeError
 from hashfed.node.metrics import app_metrics
 from hashfed.node.readiness import RETRY_AFTER
+from hashfed.protocol.kinds import kinds
 
 MATCH_PATH = "/v1/match"
 """Where platforms POST batches of hashes to match."""
@@ -64,7 +66,7 @@ API_CLIENT_KEY = web.RequestKey("hashfed_api_client", bool)
 """Set on a request authenticated with the local API token."""
 
 
-class BadRequest(Exception):
+class BadRequest(NodeError):
     """The request body is not a valid match batch; item is the bad item's position."""
 
     def __init__(self, message: str, item: int | None = None) -> None:
@@ -153,13 +155,14 @@ def parse_batch(body: bytes) -> list[tuple[str, str, bytes]]:
     if len(items) > MAX_BATCH:
         raise BadRequest(f'"hashes" holds {len(items)} items, more than {MAX_BATCH}')
     out = []
+    registry = kinds()
     for n, item in enumerate(items):
         if not isinstance(item, dict) or set(item) != {"kind", "hash"}:
             raise BadRequest(f'hashes[{n}]: must be an object with exactly "kind" and "hash"', n)
         kind, text = item["kind"], item["hash"]
-        if not isinstance(kind, str) or kind not in KINDS:
+        if not isinstance(kind, str) or kind not in registry:
             raise BadRequest(
-                f"hashes[{n}]: unknown kind {kind!r}: use one of {', '.join(KINDS)}", n
+                f"hashes[{n}]: unknown kind {kind!r}: use one of {registry.names_text()}", n
             )
         if not isinstance(text, str):
             raise BadRequest(f"hashes[{n}]: the hash must be a hex string", n)
@@ -205,7 +208,7 @@ async def _match(request: web.Request) -> web.Response:
         raise AssertionError("bad math: a match index without a database connection")
     allowed = None if peer is None else peer.may_read
     results: list[dict[str, Any]] = [{} for _ in items]
-    for kind in KINDS:
+    for kind in kinds().names:
         positions = [n for n, item in enumerate(items) if item[0] == kind]
         if not positions:
             continue

@@ -37,6 +37,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from hashfed.node.errors import NodeError
 from hashfed.node.ownlog import Clock, system_clock
 from hashfed.node.peers import Peer
 from hashfed.node.tokens import InvalidToken, check_token, key_id, mint_token
@@ -85,7 +86,7 @@ ACCESS_LOG_FORMAT = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i" %Tf'
 """An access log format for run_app that logs no credentials (no Authorization header)."""
 
 
-class AuthError(Exception):
+class AuthError(NodeError):
     """A request is refused: status is 400, 401, 403, 413 or 503, message says why.
 
     The message never contains a token or a key.

@@ -1,7 +1,9 @@
 """The node's match index: the active bank entries it applies, in memory, searchable.
 
-A :class:`BankIndex` holds one :class:`~hashfed.hasher.index.PdqIndex` and one
-:class:`~hashfed.hasher.index.Md5Index` over the bank rows of the *applied*
+A :class:`BankIndex` holds one index per hash kind of the registry
+(:mod:`hashfed.protocol.kinds`; :func:`index_for` picks its class: a
+:class:`~hashfed.hasher.index.PdqIndex` for PDQ, an
+:class:`~hashfed.hasher.index.Md5Index` for MD5) over the bank rows of the *applied*
 origins: the node's own log and every origin trusted with role ``publisher``
 (partners' logs carry only feedback). A row is indexed while its status is
 ``active`` and its hash is present; its index id is ``log_id << 40 | idx``.
@@ -40,7 +42,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from hashfed.hasher import PDQ_MATCH_THRESHOLD
-from hashfed.hasher.index import MAX_THRESHOLD, MD5_BYTES, PDQ_BYTES, Md5Index, PdqIndex
+from hashfed.hasher.index import MAX_THRESHOLD, ExactIndex, Md5Index, PdqIndex
+from hashfed.protocol.kinds import HashKind, Kind, KindRegistry, kinds
 from hashfed.protocol.records import Verdict
 from hashfed.sync.engine import SyncResult
 
@@ -49,10 +52,25 @@ ID_SHIFT = 40
 
 _IDX_MASK = (1 << ID_SHIFT) - 1
 
-KINDS = ("pdq", "md5")
-"""The hash kinds the index answers."""
+MatchIndex = PdqIndex | Md5Index | ExactIndex
+"""The index a kind can have (each a :class:`~hashfed.hasher.index.KindIndex`)."""
 
-HASH_BYTES = {"pdq": PDQ_BYTES, "md5": MD5_BYTES}
+INDEX_CLASSES: Mapping[str, Callable[[], MatchIndex]] = {Kind.PDQ: PdqIndex, Kind.MD5: Md5Index}
+"""The index class of each kind that has its own (python-threatexchange's
+``get_index_cls``, kept on the node's side so that the hasher imports nothing of it)."""
+
+
+def index_for(kind: HashKind) -> MatchIndex:
+    """index_for returns an empty index for kind: its own class from INDEX_CLASSES or,
+    for a kind that matches only equal hashes, an :class:`ExactIndex` of its width.
+    Raises ValueError for a near-matching kind without an index class."""
+    make = INDEX_CLASSES.get(kind.name)
+    if make is not None:
+        return make()
+    if kind.exact:
+        return ExactIndex(kind.size, kind.name)
+    raise ValueError(f"hash kind {kind.name!r} matches by distance but has no index class")
+
 
 _CHUNK = 65_536  # rows fetched at a time while loading
 
@@ -98,16 +116,7 @@ class MatchRow:
 def parse_hash(kind: str, text: str) -> bytes:
     """parse_hash returns the raw bytes of a hex hash of kind, or raises ValueError
     saying what is wrong (unknown kind, not hex, wrong length)."""
-    if kind not in HASH_BYTES:
-        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    if not isinstance(text, str):
-        raise ValueError(f"a {kind} hash must be a hex string")
-    want = 2 * HASH_BYTES[kind]
-    if any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise ValueError(f"{kind} hash {text[:80]!r} is not hexadecimal")
-    if len(text) != want:
-        raise ValueError(f"{kind} hash has {len(text)} hex characters, want {want}")
-    return bytes.fromhex(text)
+    return kinds().parse_hex(kind, text)
 
 
 def _id(log_id: int, idx: int) -> int:
@@ -185,8 +194,8 @@ class BankIndex:
         self.conn = conn
         self.thresholds = dict(thresholds or {})
         self.default_threshold = default_threshold
-        self.pdq = PdqIndex()
-        self.md5 = Md5Index()
+        self.kinds = kinds()
+        self.indexes: dict[str, MatchIndex] = {k.name: index_for(k) for k in self.kinds}
         self._logs: dict[int, str] = {}  # applied log id -> origin
         self._sizes: dict[int, int] = {}  # applied log id -> log size indexed up to
         self._lock = threading.Lock()
@@ -220,8 +229,8 @@ class BankIndex:
         """from_rows builds the index from rows :func:`read_bank` read. It runs the
         kernels (and so loads numba) but touches no database."""
         index = cls(conn, thresholds=thresholds, default_threshold=default_threshold)
-        index.pdq.build(*rows.arrays["pdq"])
-        index.md5.build(*rows.arrays["md5"])
+        for kind, kind_index in index.indexes.items():
+            kind_index.build(*rows.arrays[kind])
         index._logs, index._sizes = dict(rows.logs), dict(rows.sizes)
         return index
 
@@ -230,8 +239,21 @@ class BankIndex:
         """The applied logs, by log id."""
         return dict(self._logs)
 
+    @property
+    def pdq(self) -> PdqIndex:
+        """The PDQ index."""
+        index = self.indexes[Kind.PDQ]
+        if not isinstance(index, PdqIndex):
+            raise AssertionError("bad math: the PDQ index is not a PdqIndex")
+        return index
+
+    @property
+    def md5(self) -> MatchIndex:
+        """The MD5 index."""
+        return self.indexes[Kind.MD5]
+
     def __len__(self) -> int:
-        return len(self.pdq) + len(self.md5)
+        return sum(len(index) for index in self.indexes.values())
 
     def threshold(self, origin: str) -> int:
         """threshold returns the PDQ threshold for matches from origin."""
@@ -267,8 +289,8 @@ class BankIndex:
             log_id = self._log_id(origin)
             if log_id is None:
                 return
-            rows = _read_rows(conn, [log_id], min(indices), max(indices) + 1)
-            for kind, index in (("pdq", self.pdq), ("md5", self.md5)):
+            rows = _read_rows(conn, [log_id], min(indices), max(indices) + 1, self.kinds)
+            for kind, index in self.indexes.items():
                 _add_new(index, *rows[kind])
 
     def update_own(
@@ -317,16 +339,16 @@ class BankIndex:
                     self._catch_up(conn, log_id, sizes[log_id])
 
     def _add_log(self, conn: sqlite3.Connection, log_id: int, origin: str, size: int) -> None:
-        rows = _read_rows(conn, [log_id])
-        for kind, index in (("pdq", self.pdq), ("md5", self.md5)):
+        rows = _read_rows(conn, [log_id], registry=self.kinds)
+        for kind, index in self.indexes.items():
             _add_new(index, *rows[kind])
         self._logs[log_id], self._sizes[log_id] = origin, size
 
     def _drop_log(self, conn: sqlite3.Connection, log_id: int) -> None:
         rows = conn.execute("SELECT idx FROM bank WHERE log_id = ?", (log_id,)).fetchall()
         ids = [_id(log_id, int(r[0])) for r in rows]
-        self.pdq.remove(ids)
-        self.md5.remove(ids)
+        for index in self.indexes.values():
+            index.remove(ids)
         del self._logs[log_id]
         self._sizes.pop(log_id, None)
 
@@ -349,10 +371,10 @@ class BankIndex:
         self, conn: sqlite3.Connection, log_id: int, old: int, new: int, retracted: list[int]
     ) -> None:
         gone = [_id(log_id, i) for i in retracted]
-        self.pdq.remove(gone)
-        self.md5.remove(gone)
-        rows = _read_rows(conn, [log_id], old, new)
-        for kind, index in (("pdq", self.pdq), ("md5", self.md5)):
+        for index in self.indexes.values():
+            index.remove(gone)
+        rows = _read_rows(conn, [log_id], old, new, self.kinds)
+        for kind, index in self.indexes.items():
             _add_new(index, *rows[kind])
         self._sizes[log_id] = new
 
@@ -361,18 +383,19 @@ class BankIndex:
     def search(self, kind: str, hashes: Sequence[bytes]) -> list[list[Hit]]:
         """search returns, for each raw hash of kind, the index hits within each
         origin's threshold (nearest first). Touches no database: may run in a thread."""
-        if kind == "md5":
-            found = self.md5.search_batch(list(hashes))
-        elif kind == "pdq":
+        index = self.indexes.get(kind)
+        if index is None:
+            raise ValueError(f"unknown kind {kind!r}: use one of {self.kinds.names_text()}")
+        if isinstance(index, PdqIndex):
             logs = dict(self._logs)
             top = max([self.threshold(o) for o in logs.values()], default=self.default_threshold)
-            found = self.pdq.search_batch(list(hashes), top)
+            found = index.search_batch(list(hashes), top)
             limits = {log_id: self.threshold(o) for log_id, o in logs.items()}
             found = [
                 [m for m in ms if m.distance <= limits.get(m.id >> ID_SHIFT, -1)] for ms in found
             ]
         else:
-            raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+            found = index.search_batch(list(hashes))
         return [[Hit(m.id >> ID_SHIFT, m.id & _IDX_MASK, m.distance) for m in ms] for ms in found]
 
     def describe(
@@ -468,30 +491,49 @@ def _read_rows(
     log_ids: list[int],
     start: int = 0,
     end: int | None = None,
+    registry: KindRegistry | None = None,
 ) -> dict[str, Rows]:
-    """Returns, per kind, (ids, hashes) of the active rows of log_ids with idx in
-    [start, end), in one pass over the bank (a chunk holding one kind, the usual
-    case, is converted without looking at each row's kind)."""
-    ids_parts: dict[str, list[np.ndarray[Any, np.dtype[np.int64]]]] = {k: [] for k in KINDS}
-    hash_parts: dict[str, list[bytes]] = {k: [] for k in KINDS}
+    """Returns, per kind of the registry (default: the one in force), (ids, hashes) of
+    the active rows of log_ids with idx in [start, end), in one pass over the bank (a
+    chunk holding one kind, the usual case, is converted without looking at each row's
+    kind)."""
+    specs = list(registry if registry is not None else kinds())
+    by_width: dict[int, list[str]] = {}
+    for spec in specs:
+        by_width.setdefault(spec.size, []).append(spec.name)
+    # When no two kinds share a width, a row's width says its kind.
+    need_kind = len(by_width) < len(specs)
+    # A chunk whose bytes add up to n rows of the narrowest or widest width holds
+    # only rows of that width.
+    one_kind_widths = {
+        w: names[0]
+        for w, names in by_width.items()
+        if len(names) == 1 and w in (min(by_width), max(by_width))
+    }
+    kind_sql = " OR ".join("(kind = ? AND length(hash) = ?)" for _ in specs) or "0"
+    kind_params = [value for spec in specs for value in (str(spec.name), spec.size)]
+    ids_parts: dict[str, list[np.ndarray[Any, np.dtype[np.int64]]]] = {k.name: [] for k in specs}
+    hash_parts: dict[str, list[bytes]] = {k.name: [] for k in specs}
     for log_id in log_ids:
         cursor = conn.execute(
-            f"SELECT idx, hash FROM bank WHERE log_id = ? AND {_ACTIVE} AND idx >= ? AND idx < ?"
-            " AND ((kind = 'pdq' AND length(hash) = 32) OR (kind = 'md5' AND length(hash) = 16))"
-            " ORDER BY idx",
-            (log_id, start, end if end is not None else 1 << ID_SHIFT),
+            f"SELECT idx, hash{', kind' if need_kind else ''} FROM bank WHERE log_id = ?"
+            f" AND {_ACTIVE} AND idx >= ? AND idx < ? AND ({kind_sql}) ORDER BY idx",
+            (log_id, start, end if end is not None else 1 << ID_SHIFT, *kind_params),
         )
         while rows := cursor.fetchmany(_CHUNK):
             joined = b"".join([r[1] for r in rows])
             groups: list[tuple[str, list[int], bytes]] = []
-            for kind, width in HASH_BYTES.items():
+            for width, kind in one_kind_widths.items():
                 if len(joined) == width * len(rows):
                     groups = [(kind, [r[0] for r in rows], joined)]
                     break
             else:
-                for kind, width in HASH_BYTES.items():
-                    mine = [r for r in rows if len(r[1]) == width]
-                    groups.append((kind, [r[0] for r in mine], b"".join([r[1] for r in mine])))
+                for spec in specs:
+                    if need_kind:
+                        mine = [r for r in rows if r[2] == spec.name]
+                    else:
+                        mine = [r for r in rows if len(r[1]) == spec.size]
+                    groups.append((spec.name, [r[0] for r in mine], b"".join([r[1] for r in mine])))
             for kind, idx, digests in groups:
                 a = np.array(idx, dtype=np.int64)
                 if len(a) and int(a.max()) > _IDX_MASK:
@@ -499,7 +541,8 @@ def _read_rows(
                 ids_parts[kind].append(a | np.int64(log_id << ID_SHIFT))
                 hash_parts[kind].append(digests)
     out: dict[str, Rows] = {}
-    for kind, width in HASH_BYTES.items():
+    for spec in specs:
+        kind, width = spec.name, spec.size
         if not ids_parts[kind]:
             out[kind] = (np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.uint8))
             continue
@@ -509,7 +552,7 @@ def _read_rows(
 
 
 def _add_new(
-    index: PdqIndex | Md5Index,
+    index: MatchIndex,
     ids: np.ndarray[Any, np.dtype[np.int64]],
     hashes: np.ndarray[Any, np.dtype[np.uint8]],
 ) -> None:
@@ -526,15 +569,15 @@ def _add_new(
 
 
 __all__ = [
-    "HASH_BYTES",
     "ID_SHIFT",
-    "KINDS",
+    "INDEX_CLASSES",
     "BankIndex",
     "BankRows",
     "Hit",
     "MatchRow",
     "applied_logs",
     "feedback_counts",
+    "index_for",
     "parse_hash",
     "read_bank",
     "refresh_loop",

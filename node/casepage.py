@@ -22,6 +22,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from aiohttp import web
+from hashfed.node.errors import NodeError
 
 PAGE_PATH = "/case"
 
@@ -66,7 +67,7 @@ _ASSET_NAME = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9]+)+")
 _LANG_ATTRIBUTE = 'lang="en"'
 
 
-class PageMissing(Exception):
+class PageMissing(NodeError):
     """The built page is not installed (run `make web`)."""
 
 

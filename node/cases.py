@@ -66,7 +66,8 @@ from hashfed.node.errors import NodeError
 from hashfed.node.ownlog import AppendResult, Clock, NewHash, OwnLog, system_clock
 from hashfed.node.pinguard import GuessRefused, PinGuard
 from hashfed.protocol.errors import InvalidRecord
-from hashfed.protocol.records import HASH_SIZES, STOPNCII_FEEDBACK, Kind, Reason, Verdict
+from hashfed.protocol.kinds import kinds
+from hashfed.protocol.records import STOPNCII_FEEDBACK, Reason, Verdict
 from hashfed.protocol.validation import Policy, check_hash
 from hashfed.signing.keys import Ed25519Signer
 
@@ -168,7 +169,7 @@ class UnknownCaseId(CaseError):
 class CaseHash:
     """One hash of a case, as the person's device computed it."""
 
-    kind: Kind
+    kind: str
     hash: bytes
     quality: int | None
 
@@ -343,7 +344,8 @@ def parse_case_hashes(items: object, policy: Policy) -> list[CaseHash]:
             "open several cases for more"
         )
     out: list[CaseHash] = []
-    seen: set[tuple[Kind, bytes]] = set()
+    seen: set[tuple[str, bytes]] = set()
+    registry = kinds()
     for n, item in enumerate(items, 1):
         where = f"hash {n}"
         if not isinstance(item, dict):
@@ -352,13 +354,13 @@ def parse_case_hashes(items: object, policy: Policy) -> list[CaseHash]:
         if extra:
             raise InvalidCase(f"{where}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
         kind_text, hex_text, quality = item.get("kind"), item.get("hash"), item.get("quality")
-        try:
-            kind = Kind(str(kind_text).lower()) if isinstance(kind_text, str) else None
-        except ValueError:
-            kind = None
-        if kind is None:
-            raise InvalidCase(f"{where}: kind must be 'pdq' (photos) or 'md5' (videos)")
-        want = HASH_SIZES[kind] * 2
+        spec = registry.get(kind_text.lower()) if isinstance(kind_text, str) else None
+        if spec is None:
+            choices = " or ".join(
+                f"'{k.name}' ({k.media})" if k.media else f"'{k.name}'" for k in registry
+            )
+            raise InvalidCase(f"{where}: kind must be {choices}")
+        kind, want = spec.name, spec.hex_length
         if (
             not isinstance(hex_text, str)
             or len(hex_text) != want
@@ -597,7 +599,7 @@ class CaseDesk:
         items = []
         for case_id, position, kind, digest, quality in self._pending_rows(self.db.conn):
             try:
-                check_hash(Kind(kind), bytes(digest), quality, self.policy)
+                check_hash(kinds().lookup(kind).name, bytes(digest), quality, self.policy)
             except (InvalidRecord, ValueError):
                 log.warning(
                     "case desk: a pending hash of case %s no longer meets this node's "
@@ -605,7 +607,8 @@ class CaseDesk:
                     case_id,
                 )
                 continue
-            items.append((case_id, position, NewHash(Kind(kind), bytes(digest), quality)))
+            name = kinds().lookup(kind).name
+            items.append((case_id, position, NewHash(name, bytes(digest), quality)))
         if not items:
             return BatchResult(0, 0)
         cases = {case_id for case_id, _, _ in items}

@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hashfed.hasher import DIHEDRAL_NAMES, MD5_NAME, PDQ_NAME, STORED, FileError, hash_paths
+from hashfed.hasher import DIHEDRAL_NAMES, STORED, FileError, hash_paths
 from hashfed.node import logstore
 from hashfed.node.home import open_node
 from hashfed.node.output import emit, iso_time, output_options, plural
+from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import Verdict
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
-KINDS = (PDQ_NAME, MD5_NAME)
-"""The kinds the match index answers (hashfed.node.bankindex.KINDS, which is not
-imported before a match runs: 'hashfed --help' lists this command without numpy's index)."""
-_KIND_BY_LENGTH = {64: PDQ_NAME, 32: MD5_NAME}  # hex characters of each kind's hash
+KINDS = kinds().names
+"""The kinds the match index answers (the registry's, read here without importing the
+index: 'hashfed --help' lists this command without numpy's index)."""
 
 TABLE_COLUMNS = ["query", "kind", "origin", "index", "distance", "labels", "added", "feedback"]
 
@@ -33,12 +33,23 @@ class Query:
     hash: bytes
 
 
+def _hex_lengths_text() -> str:
+    """Returns "a PDQ hash is 64 hex characters, an MD5 hash 32" for the registry's kinds."""
+    parts = []
+    for n, spec in enumerate(kinds()):
+        name = spec.name.upper()
+        article = "an" if name[:1] in "AEFHILMNORSX" else "a"  # spelt letter by letter
+        tail = " is {} hex characters" if n == 0 else " {}"
+        parts.append(f"{article} {name} hash" + tail.format(spec.hex_length))
+    return ", ".join(parts)
+
+
 def _hash_query(arg: str, kind: str | None) -> Query:
-    k = kind or _KIND_BY_LENGTH.get(len(arg))
+    registry = kinds()
+    k = kind or next((s.name for s in registry if s.hex_length == len(arg)), None)
     if k is None:
         raise click.BadParameter(
-            f"{arg!r} is {len(arg)} hex characters and no such file exists: a PDQ hash is "
-            "64 hex characters, an MD5 hash 32",
+            f"{arg!r} is {len(arg)} hex characters and no such file exists: " + _hex_lengths_text(),
             param_hint="HASH|FILE",
         )
     from hashfed.node.bankindex import parse_hash
@@ -125,7 +136,7 @@ def match_command(
             default_threshold=node.config.match.threshold,
         )
         matches: list[list[MatchRow]] = [[] for _ in queries]
-        for k in KINDS:
+        for k in kinds().names:
             positions = [n for n, q in enumerate(queries) if q.kind == k]
             if positions:
                 found_rows = index.lookup(k, [queries[n].hash for n in positions])

@@ -23,7 +23,8 @@ from typing import IO, Any
 
 from hashfed.node.ownlog import NewHash
 from hashfed.protocol.errors import InvalidRecord
-from hashfed.protocol.records import Kind, check_labels
+from hashfed.protocol.kinds import kinds
+from hashfed.protocol.records import check_labels
 from hashfed.protocol.validation import Policy, check_hash
 
 COLUMNS = {"kind", "hash", "quality", "labels"}
@@ -38,10 +39,12 @@ def _parse(line: int, raw: dict[str, Any], policy: Policy, extra: tuple[str, ...
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
             f"expected {', '.join(sorted(COLUMNS))}"
         )
-    try:
-        kind = Kind(str(raw.get("kind", "")).strip().lower())
-    except ValueError:
-        raise InvalidRecord(f"{where}: kind must be pdq or md5, not {raw.get('kind')!r}") from None
+    registry = kinds()
+    spec = registry.get(str(raw.get("kind", "")).strip().lower())
+    if spec is None:
+        choices = registry.names_text(" or ")
+        raise InvalidRecord(f"{where}: kind must be {choices}, not {raw.get('kind')!r}")
+    kind = spec.name
     text = str(raw.get("hash", "")).strip().lower()
     try:
         digest = bytes.fromhex(text)
@@ -49,12 +52,12 @@ def _parse(line: int, raw: dict[str, Any], policy: Policy, extra: tuple[str, ...
         raise InvalidRecord(f"{where}: hash {text!r} is not hexadecimal") from None
     quality_raw = raw.get("quality")
     quality: int | None = None
-    if kind is Kind.PDQ:
+    if spec.has_quality:
         if isinstance(quality_raw, bool) or not str(quality_raw or "").strip().isdigit():
-            raise InvalidRecord(f"{where}: a pdq hash needs an integer quality 0..100")
+            raise InvalidRecord(f"{where}: a {kind} hash needs an integer quality 0..100")
         quality = int(str(quality_raw).strip())
     elif quality_raw not in (None, ""):
-        raise InvalidRecord(f"{where}: an md5 hash takes no quality")
+        raise InvalidRecord(f"{where}: an {kind} hash takes no quality")
     labels_raw = raw.get("labels") or []
     if isinstance(labels_raw, str):
         labels_raw = [item for item in labels_raw.split(";") if item.strip()]

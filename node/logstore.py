@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hashfed.protocol.kinds import kinds
 from hashfed.protocol.merkle import EMPTY_ROOT, HASH_SIZE
-from hashfed.protocol.records import SALT_SIZE, ContentEncoder, HashContent, Kind
+from hashfed.protocol.records import SALT_SIZE, ContentEncoder, HashContent
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, decode_bundle, encode_bundle
 
 
@@ -155,7 +156,7 @@ def bank_content(
     """Returns the content of a bank row (labels are stored comma-joined). The encoding
     is canonical, so its bytes are the ones the author committed to."""
     return HashContent(
-        Kind(kind),
+        kinds().lookup(kind).name,
         bytes(digest),
         quality,
         tuple(labels.split(",")) if labels else (),
@@ -180,29 +181,29 @@ def content_bundle(conn: sqlite3.Connection, log_id: int, index: int, width: int
         (log_id, start, start + width),
     )
     encoders: dict[tuple[str, str, int], ContentEncoder] = {}
+    registry = kinds()
     for idx, kind, digest, quality, labels, added, salt in rows:
         digest, salt = bytes(digest), bytes(salt)
+        spec = registry.get(kind)
         # ContentEncoder is HashContent.encode() for well-formed fields, much faster;
         # anything else (a mirrored row kept but not applied) takes the generic path.
         if (
             len(salt) == SALT_SIZE
             and type(added) is int
             and added >= 0
+            and spec is not None
+            and len(digest) == spec.size
             and (
-                (
-                    kind == "pdq"
-                    and len(digest) == 32
-                    and type(quality) is int
-                    and 0 <= quality <= 100
-                )
-                or (kind == "md5" and len(digest) == 16 and quality is None)
+                type(quality) is int and 0 <= quality <= 100
+                if spec.has_quality
+                else quality is None
             )
         ):
             key = (kind, labels, added)
             encoder = encoders.get(key)
             if encoder is None:
                 label_tuple = tuple(labels.split(",")) if labels else ()
-                encoder = encoders[key] = ContentEncoder(Kind(kind), label_tuple, added)
+                encoder = encoders[key] = ContentEncoder(spec, label_tuple, added)
             items[idx - start] = encoder.encode(digest, quality, salt)
             continue
         items[idx - start] = bank_content(kind, digest, quality, labels, added, salt).encode()

@@ -15,6 +15,7 @@ import ssl
 from email.message import EmailMessage
 
 from hashfed.node.config import CasesConfig
+from hashfed.node.errors import NodeError
 
 log = logging.getLogger("hashfed.cases")
 
@@ -23,7 +24,7 @@ MAX_ADDRESS_LENGTH = 254
 _ADDRESS = re.compile(r"[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9.-]{1,252}\.[A-Za-z0-9-]{2,63}")
 
 
-class MailError(Exception):
+class MailError(NodeError):
     """The email could not be sent; the message says so without naming the address."""
 
 

@@ -34,7 +34,6 @@ from hashfed.protocol.records import (
     SALT_SIZE,
     ContentEncoder,
     Feedback,
-    Kind,
     Reason,
     Retraction,
     Verdict,
@@ -66,7 +65,8 @@ def system_clock() -> int:
 class NewHash:
     """A hash to publish: what a CSV or JSON line of ``hashfed publish`` holds."""
 
-    kind: Kind
+    kind: str
+    """A registered kind's name (hashfed.protocol.kinds)."""
     hash: bytes
     quality: int | None
     labels: tuple[str, ...] = ()
@@ -153,7 +153,7 @@ class OwnLog:
         if salts is None:
             pool = os.urandom(SALT_SIZE * len(hashes))
             salts = [pool[i : i + SALT_SIZE] for i in range(0, len(pool), SALT_SIZE)]
-        encoders: dict[tuple[Kind, tuple[str, ...]], ContentEncoder] = {}
+        encoders: dict[tuple[str, tuple[str, ...]], ContentEncoder] = {}
         contents = []
         for item, salt in zip(hashes, salts, strict=True):
             encoder = encoders.get((item.kind, item.labels))
@@ -165,7 +165,7 @@ class OwnLog:
         batch = _Batch()
         batch.entries = [encode_addition(content_commitment(c)) for c in contents]
         batch.bank_rows = [
-            (item.kind.value, item.hash, item.quality, ",".join(item.labels), now, salt)
+            (str(item.kind), item.hash, item.quality, ",".join(item.labels), now, salt)
             for item, salt in zip(hashes, salts, strict=True)
         ]
         return self._append(batch, then=then)

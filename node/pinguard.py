@@ -27,6 +27,8 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from hashfed.node.errors import NodeError
+
 MAX_LOCKOUT = 86400
 """The longest a network is locked out of a case, in seconds."""
 
@@ -51,7 +53,7 @@ def client_net(address: str) -> str:
     return str(ipaddress.ip_network((ip, prefix), strict=False))
 
 
-class GuessRefused(Exception):
+class GuessRefused(NodeError):
     """No PIN check for this case from this network now: retry after retry_after seconds."""
 
     def __init__(self, retry_after: int) -> None:

@@ -41,6 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hashfed.node.errors import NodeError
+
 SESSION_SECRET_FILE = Path("keys") / "session.key"
 """The node's session secret, relative to the node directory (beside the other keys)."""
 
@@ -52,7 +54,7 @@ _HEAD = struct.Struct(">BQ8s16s")  # version, expires, key id, nonce: 33 bytes
 _MAC_SIZE = 32
 
 
-class InvalidToken(Exception):
+class InvalidToken(NodeError):
     """A bearer token is malformed, forged, for another node, or expired."""
 
 

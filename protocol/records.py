@@ -23,9 +23,10 @@ A hash addition does not carry the hash itself: the log commits to it, so that
 the content can be erased after a withdrawal while every tile, root and proof
 stays verifiable. The content travels beside the entry, as its own msgpack map:
 
-    "kind"    str      "pdq" | "md5"
-    "hash"    bin      32 bytes (PDQ) or 16 bytes (MD5)
-    "quality" int      PDQ quality 0..100 (PDQ only; absent for MD5)
+    "kind"    str      a kind of hashfed.protocol.kinds: "pdq" | "md5"
+    "hash"    bin      the kind's size: 32 bytes (PDQ) or 16 bytes (MD5)
+    "quality" int      quality 0..100, for kinds with a quality only (PDQ;
+                       absent for MD5)
     "labels"  [str]    0..8 labels, 1..32 of [a-z0-9._:-], no repeats
     "time"    int      when the author added it
     "salt"    bin 16   random, so that nobody can test a guessed hash
@@ -55,6 +56,8 @@ from typing import Any, TypeVar
 
 import msgpack
 from hashfed.protocol.errors import MalformedRecord, UnknownRecord
+from hashfed.protocol.kinds import HashKind, KindRegistry, kinds
+from hashfed.protocol.kinds import Kind as Kind  # re-exported: records name their kind
 
 FORMAT_VERSION = 1
 MAX_RECORD_SIZE = 65535
@@ -72,16 +75,6 @@ MAX_TIME = 2**63 - 1
 E = TypeVar("E", bound=StrEnum)
 
 _LABEL_RE = re.compile(r"[a-z0-9._:-]{1,32}")
-
-
-class Kind(StrEnum):
-    """The hash kinds a bank holds: PDQ for photos, MD5 of the file for videos."""
-
-    PDQ = "pdq"
-    MD5 = "md5"
-
-
-HASH_SIZES = {Kind.PDQ: 32, Kind.MD5: 16}
 
 
 class Reason(StrEnum):
@@ -124,9 +117,10 @@ KNOWN_LABELS = {
 
 @dataclass(frozen=True, slots=True)
 class HashContent:
-    """The erasable content of a hash addition."""
+    """The erasable content of a hash addition (kind names a registered kind: a
+    :class:`~hashfed.protocol.kinds.Kind` member for the built-in ones)."""
 
-    kind: Kind
+    kind: str
     hash: bytes
     quality: int | None
     labels: tuple[str, ...]
@@ -161,13 +155,14 @@ class ContentEncoder:
 
     __slots__ = ("_head", "_middle", "_tail")
 
-    def __init__(self, kind: Kind, labels: tuple[str, ...], time: int) -> None:
-        packed_kind = msgpack.packb(str(kind))
+    def __init__(self, kind: str | HashKind, labels: tuple[str, ...], time: int) -> None:
+        spec = kind if isinstance(kind, HashKind) else kinds()[kind]
+        packed_kind = msgpack.packb(str(spec.name))
         packed_labels = msgpack.packb(list(labels))
-        fields = 6 if kind is Kind.PDQ else 5
-        self._head = bytes([0x80 | fields]) + b"\xa4hash" + bytes([0xC4, HASH_SIZES[kind]])
+        fields = 6 if spec.has_quality else 5
+        self._head = bytes([0x80 | fields]) + b"\xa4hash" + bytes([0xC4, spec.size])
         self._middle = b"\xa4kind" + packed_kind + b"\xa6labels" + packed_labels
-        if kind is Kind.PDQ:
+        if spec.has_quality:
             self._middle += b"\xa7quality"
         self._tail = b"\xa4time" + msgpack.packb(time)
 
@@ -328,6 +323,15 @@ def _enum(cls: type[E], fields: dict[str, Any], key: str, what: str) -> E:
         raise MalformedRecord(f"{what}: {key!r} is {value!r}, not one of {allowed}") from None
 
 
+def _kind(fields: dict[str, Any], what: str) -> HashKind:
+    value = _str(fields, "kind", what)
+    registry = kinds()
+    kind = registry.get(value)
+    if kind is None:
+        raise MalformedRecord(f"{what}: 'kind' is {value!r}, not one of {registry.names_text()}")
+    return kind
+
+
 def _strings(value: Any, key: str, what: str, limit: int, max_len: int) -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) > limit:
         raise MalformedRecord(f"{what}: {key!r} must be a list of at most {limit} strings")
@@ -429,12 +433,12 @@ class _ContentTemplate:
 
     __slots__ = ("_digest_at", "_q_at", "_salt_at", "encoder", "kind", "labels", "size", "time")
 
-    def __init__(self, kind: Kind, labels: tuple[str, ...], time: int) -> None:
+    def __init__(self, kind: HashKind, labels: tuple[str, ...], time: int) -> None:
         self.kind, self.labels, self.time = kind, labels, time
         self.encoder = encoder = ContentEncoder(kind, labels, time)
         self._digest_at = len(encoder._head)
-        self._q_at = self._digest_at + HASH_SIZES[kind] + len(encoder._middle)
-        self._salt_at = self._q_at + (1 if kind is Kind.PDQ else 0) + 7  # b"\xa4salt\xc4\x10"
+        self._q_at = self._digest_at + kind.size + len(encoder._middle)
+        self._salt_at = self._q_at + (1 if kind.has_quality else 0) + 7  # b"\xa4salt\xc4\x10"
         self.size = self._salt_at + SALT_SIZE + len(encoder._tail)
 
     def match(self, data: bytes) -> HashContent | None:
@@ -443,23 +447,24 @@ class _ContentTemplate:
         if len(data) != self.size:
             return None
         quality = None
-        if self.kind is Kind.PDQ:
+        if self.kind.has_quality:
             quality = data[self._q_at]
             if quality > 100:
                 return None
-        digest = data[self._digest_at : self._digest_at + HASH_SIZES[self.kind]]
+        digest = data[self._digest_at : self._digest_at + self.kind.size]
         salt = data[self._salt_at : self._salt_at + SALT_SIZE]
         if self.encoder.encode(digest, quality, salt) != data:
             return None
-        return HashContent(self.kind, digest, quality, self.labels, self.time, salt)
+        return HashContent(self.kind.name, digest, quality, self.labels, self.time, salt)
 
 
 # Caches for decode_content's fast path: label lists already found valid, the
 # templates by (kind, labels, time) (a publisher's batch shares all three), and
-# the template that matched last.
+# the template that matched last with the kind registry it was found under (a
+# template is only reused while that registry is in force).
 _VALID_LABELS: set[tuple[str, ...]] = set()
-_TEMPLATES: dict[tuple[Kind, tuple[str, ...], int], _ContentTemplate] = {}
-_LAST_TEMPLATE: list[_ContentTemplate] = []
+_TEMPLATES: dict[tuple[HashKind, tuple[str, ...], int], _ContentTemplate] = {}
+_LAST_TEMPLATE: list[tuple[KindRegistry, _ContentTemplate]] = []
 _CACHE_LIMIT = 4096
 
 
@@ -470,8 +475,9 @@ def _decode_content_fast(data: bytes) -> HashContent | None:
     so a match proves what decode_content's generic path would: the bytes are
     the canonical encoding of exactly these valid fields.
     """
-    if _LAST_TEMPLATE:
-        found = _LAST_TEMPLATE[0].match(data)
+    registry = kinds()
+    if _LAST_TEMPLATE and _LAST_TEMPLATE[0][0] is registry:
+        found = _LAST_TEMPLATE[0][1].match(data)
         if found is not None:
             return found
     try:
@@ -480,16 +486,13 @@ def _decode_content_fast(data: bytes) -> HashContent | None:
         return None
     if type(value) is not dict:
         return None
-    kind_name = value.get("kind")
-    if kind_name == "pdq" and len(value) == 6:
-        kind = Kind.PDQ
+    kind = registry.get(value.get("kind"))
+    if kind is None or len(value) != (6 if kind.has_quality else 5):
+        return None
+    if kind.has_quality:
         quality = value.get("quality")
         if type(quality) is not int or not 0 <= quality <= 100:
             return None
-    elif kind_name == "md5" and len(value) == 5:
-        kind = Kind.MD5
-    else:
-        return None
     salt, labels, time = value.get("salt"), value.get("labels"), value.get("time")
     if (
         type(salt) is not bytes
@@ -518,7 +521,7 @@ def _decode_content_fast(data: bytes) -> HashContent | None:
         template = _TEMPLATES[key] = _ContentTemplate(kind, label_tuple, time)
     found = template.match(data)
     if found is not None:
-        _LAST_TEMPLATE[:] = [template]
+        _LAST_TEMPLATE[:] = [(registry, template)]
     return found
 
 
@@ -530,8 +533,8 @@ def decode_content(data: bytes) -> HashContent:
             return fast
     what = "hash content"
     fields = _unpack_map(data, what)
-    kind = _enum(Kind, fields, "kind", what)
-    want = {"kind", "hash", "labels", "time", "salt"} | ({"quality"} if kind is Kind.PDQ else set())
+    kind = _kind(fields, what)
+    want = {"kind", "hash", "labels", "time", "salt"} | ({"quality"} if kind.has_quality else set())
     _require_fields(fields, want, what)
     digest, salt = fields["hash"], fields["salt"]
     if not isinstance(digest, bytes):
@@ -542,9 +545,9 @@ def decode_content(data: bytes) -> HashContent:
     for label in labels:
         check_label(label)
     return HashContent(
-        kind=kind,
+        kind=kind.name,
         hash=digest,
-        quality=_int(fields, "quality", what, 0, 100) if kind is Kind.PDQ else None,
+        quality=_int(fields, "quality", what, 0, 100) if kind.has_quality else None,
         labels=labels,
         time=_int(fields, "time", what),
         salt=salt,

@@ -13,19 +13,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hashfed.protocol.errors import InvalidRecord
+from hashfed.protocol.kinds import MD5, PDQ, HashKind, Kind, kinds
 from hashfed.protocol.records import (
-    HASH_SIZES,
     Feedback,
     HashContent,
-    Kind,
     Retraction,
     content_commitment,
 )
 
-DEFAULT_MIN_PDQ_QUALITY = 50
+DEFAULT_MIN_PDQ_QUALITY = PDQ.default_quality_floor or 0
 
 # The MD5 of the empty file: a video that hashes to it is no video at all.
-EMPTY_FILE_MD5 = bytes.fromhex("d41d8cd98f00b204e9800998ecf8427e")
+EMPTY_FILE_MD5 = next(iter(MD5.degenerate))
 
 
 @dataclass(frozen=True)
@@ -34,26 +33,33 @@ class Policy:
 
     min_pdq_quality: int = DEFAULT_MIN_PDQ_QUALITY
 
+    def quality_floor(self, kind: HashKind) -> int:
+        """quality_floor returns the lowest quality this node accepts for kind: the
+        configured PDQ floor for PDQ, the registry's default for other kinds."""
+        if kind is PDQ or kind.name == Kind.PDQ:
+            return self.min_pdq_quality
+        return kind.default_quality_floor or 0
 
-def check_hash(kind: Kind, digest: bytes, quality: int | None, policy: Policy) -> None:
+
+def check_hash(kind: str, digest: bytes, quality: int | None, policy: Policy) -> None:
     """Raises InvalidRecord unless (kind, digest, quality) may be a bank entry."""
-    want = HASH_SIZES[kind]
+    spec = kinds().get(kind)
+    if spec is None:
+        raise InvalidRecord(f"unknown hash kind {kind!r}: use one of {kinds().names_text()}")
+    want = spec.size
     if len(digest) != want:
         raise InvalidRecord(f"{kind} hash is {len(digest)} bytes, want {want}")
     if digest == b"\0" * want or digest == b"\xff" * want:
         raise InvalidRecord(f"{kind} hash {digest.hex()} is all zeros or all ones")
-    if kind is Kind.MD5:
+    if not spec.has_quality:
         if quality is not None:
-            raise InvalidRecord("an md5 hash carries no quality")
-        if digest == EMPTY_FILE_MD5:
-            raise InvalidRecord("md5 hash is the MD5 of the empty file")
-        return
-    if quality is None or not 0 <= quality <= 100:
-        raise InvalidRecord("a pdq hash needs a quality from 0 to 100")
-    if quality < policy.min_pdq_quality:
-        raise InvalidRecord(
-            f"pdq quality {quality} is below this node's threshold {policy.min_pdq_quality}"
-        )
+            raise InvalidRecord(f"an {kind} hash carries no quality")
+    elif quality is None or not 0 <= quality <= 100:
+        raise InvalidRecord(f"a {kind} hash needs a quality from 0 to 100")
+    elif quality < (floor := policy.quality_floor(spec)):
+        raise InvalidRecord(f"{kind} quality {quality} is below this node's threshold {floor}")
+    if spec.degenerate and (reason := spec.degenerate.get(digest)) is not None:
+        raise InvalidRecord(f"{kind} hash is {reason}")
 
 
 def check_content(content: HashContent, policy: Policy) -> None:

@@ -29,6 +29,7 @@ from hashfed.protocol.session import (
 from hashfed.signing.errors import SigningError
 from hashfed.signing.keys import Signer, Verifier
 from hashfed.signing.note import VerifierList, open_note
+from hashfed.sync.errors import SyncError
 
 SESSION_PATH = "/v1/auth/session"
 """Where session requests are POSTed, relative to a peer's base URL."""
@@ -47,7 +48,7 @@ def system_clock() -> int:
     return int(time.time())
 
 
-class SessionRefused(Exception):
+class SessionRefused(SyncError):
     """The peer refused to open a session (or answered nonsense); status is its HTTP status."""
 
     def __init__(self, status: int, message: str) -> None:

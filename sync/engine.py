@@ -72,6 +72,7 @@ from hashfed.protocol.tiles import (
     split_bundle,
 )
 from hashfed.protocol.validation import (
+    DEFAULT_MIN_PDQ_QUALITY,
     Policy,
     check_commitment,
     check_content,
@@ -97,7 +98,7 @@ class ApplyPolicy:
     """How this node applies an origin's records."""
 
     role: str
-    min_pdq_quality: int = 50
+    min_pdq_quality: int = DEFAULT_MIN_PDQ_QUALITY
     retention: int = 0  # seconds a retracted hash is kept; 0 erases it at once
     # The witness policy for this origin, if any: note -> (quorum met?, attested time).
     # A checkpoint without the quorum is not applied (C2SP tlog-policy).
@@ -392,7 +393,7 @@ async def _refill(
             except InvalidRecord:
                 status = "skipped"
             labels = ",".join(item.labels)
-            row = (index, item.kind.value, item.hash, item.quality, labels, item.time)
+            row = (index, str(item.kind), item.hash, item.quality, labels, item.time)
             rows.append((*row, item.salt, status))
     if rows:
         store.fill_content(origin, rows)
@@ -573,7 +574,7 @@ class _Applier:
                     rows.append(
                         (
                             position,
-                            item.kind.value,
+                            str(item.kind),
                             item.hash,
                             item.quality,
                             ",".join(item.labels),
@@ -692,7 +693,7 @@ def _apply_addition(
         return flag(f"malformed content: {exc}")
     row: BankAddition = (
         index,
-        item.kind.value,
+        str(item.kind),
         item.hash,
         item.quality,
         ",".join(item.labels),

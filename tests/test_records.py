@@ -8,8 +8,8 @@ import random
 import msgpack
 import pytest
 from hashfed.protocol.errors import InvalidRecord, MalformedRecord, UnknownRecord
+from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import (
-    HASH_SIZES,
     MAX_RECORD_SIZE,
     MAX_RETRACTION_INDICES,
     STOPNCII_FEEDBACK,
@@ -92,7 +92,7 @@ def test_content_encoder_matches_the_generic_encoding() -> None:
         time = rng.choice([0, 1, 127, 128, 65_536, 2**32 + 5, 2**40])
         quality = rng.randint(0, 100) if kind is Kind.PDQ else None
         content = HashContent(
-            kind, os.urandom(HASH_SIZES[kind]), quality, labels, time, os.urandom(16)
+            kind, os.urandom(kinds()[kind].size), quality, labels, time, os.urandom(16)
         )
         fast = ContentEncoder(kind, labels, time).encode(content.hash, quality, content.salt)
         assert fast == content.encode()

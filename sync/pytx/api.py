@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 HashfedDelta = state.FetchDelta[int, HashfedEntry, HashfedCheckpoint]
 
 
-class HashfedFetchFailed(Exception):
+class HashfedFetchFailed(SyncError):
     """No configured node could serve a verified update; the checkpoint stays where it was."""
 
 

@@ -20,6 +20,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from hashfed.protocol.errors import InvalidRecord, MalformedRecord, ProtocolError, UnknownRecord
+from hashfed.protocol.kinds import Kind
 from hashfed.protocol.records import (
     Addition,
     Feedback,
@@ -38,8 +39,8 @@ from threatexchange.signal_type.signal_base import SignalType
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TYPES: t.Dict[str, t.Type[SignalType]] = {"pdq": PdqSignal, "md5": VideoMD5Signal}
-"""The pytx signal type of each hashfed hash kind."""
+SIGNAL_TYPES: t.Dict[str, t.Type[SignalType]] = {Kind.PDQ: PdqSignal, Kind.MD5: VideoMD5Signal}
+"""The pytx signal type of each hashfed hash kind (hashfed.protocol.kinds)."""
 
 TEST_LABEL = "test"  # KNOWN_LABELS: "a test record; partners must not act on it"
 
@@ -52,7 +53,7 @@ class HashfedEntry:
     """
 
     index: int
-    kind: str  # "pdq" | "md5"
+    kind: str  # a kind of hashfed.protocol.kinds: "pdq" | "md5"
     hash: str  # lowercase hex, as pytx writes signals
     labels: t.List[str]
     time: int  # when the publisher added it
@@ -155,7 +156,7 @@ def _addition(index: int, commit: bytes, content: bytes, rules: Policy) -> t.Opt
         log.warning("hashfed entry %d: skipped: %s", index, exc)
         return None
     return HashfedEntry(
-        index, item.kind.value, item.hash.hex(), list(item.labels), item.time, item.quality
+        index, str(item.kind), item.hash.hex(), list(item.labels), item.time, item.quality
     )
 
 
