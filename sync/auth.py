@@ -1,12 +1,14 @@
 """Client-side peer authentication: session tokens from the nodes this node syncs from.
 
 A :class:`SessionClient` holds this node's peer-authentication signer and the
-serving node's key name (the audience). On first use it POSTs a signed session
-request (:mod:`hashfed.protocol.session`) to ``<base URL>/v1/auth/session`` and
-keeps the bearer token it gets back; it opens a new session a minute before
-the token expires, or at once after :meth:`SessionClient.invalidate`, which a
-fetcher calls when the server answers 401 (the server may have restarted and
-forgotten its sessions). See specs/peer-auth.md.
+serving node's key name (the audience). On first use of a base URL it POSTs a
+signed session request (:mod:`hashfed.protocol.session`) to
+``<base URL>/v1/auth/session`` and keeps the bearer token it gets back **for
+that base URL only**: a token is never sent to a URL that did not itself open
+(and, with a server key, prove) the session. It opens a new session a minute
+before the token expires, or at once after :meth:`SessionClient.invalidate`,
+which a fetcher calls when the server answers 401 (the server may have
+restarted and forgotten its sessions). See specs/peer-auth.md, "Clients".
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ MAX_RESPONSE = 4096
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
+def _key(base_url: str) -> str:
+    """Returns the form of base_url under which its token is kept."""
+    return base_url.rstrip("/")
+
+
 def system_clock() -> int:
     """Returns whole seconds since the Unix epoch, UTC."""
     return int(time.time())
@@ -57,14 +64,17 @@ class SessionRefused(SyncError):
 
 
 class SessionClient:
-    """SessionClient gets and renews a session token for one peer.
+    """SessionClient gets and renews session tokens for one peer, one per base URL.
 
     signer is this node's peer-authentication signer, audience the peer's
     key name (its origin), clock returns Unix seconds. With server_key (the
     peer key configured for the server), the server's signed session reply is
     required and checked: a server that cannot sign with that key gets no
-    requests. One instance serves concurrent callers: they share one session
-    request.
+    requests. Tokens are kept per base URL: each URL (the node's own, each
+    ``--mirror``) does its own session handshake, and a token obtained at one
+    URL is never sent to another, so a mirror that only serves files never
+    sees a credential valid at the publisher. One instance serves concurrent
+    callers: they share one session request per base URL.
     """
 
     def __init__(
@@ -78,13 +88,15 @@ class SessionClient:
         self.audience = audience
         self._server_key = server_key
         self._clock = clock
-        self._token: str | None = None
-        self._expires = 0
-        self._lock = asyncio.Lock()
+        self._tokens: dict[str, tuple[str, int]] = {}  # base URL -> (token, expires)
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    def invalidate(self) -> None:
-        """Forgets the current token, so the next authorization opens a new session."""
-        self._token = None
+    def invalidate(self, base_url: str | None = None) -> None:
+        """Forgets base_url's token (every token if None): its next use opens a new session."""
+        if base_url is None:
+            self._tokens.clear()
+        else:
+            self._tokens.pop(_key(base_url), None)
 
     async def authorization(self, session: aiohttp.ClientSession, base_url: str) -> str:
         """Returns the Authorization header value ``Bearer <token>`` for requests to base_url.
@@ -92,10 +104,13 @@ class SessionClient:
         Raises SessionRefused if the peer refuses the session request, and
         aiohttp.ClientError for transport failures.
         """
-        async with self._lock:
-            if self._token is None or self._clock() >= self._expires - RENEW_BEFORE:
-                self._token, self._expires = await self._open(session, base_url)
-            return "Bearer " + self._token
+        key = _key(base_url)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._tokens.get(key)
+            if held is None or self._clock() >= held[1] - RENEW_BEFORE:
+                held = self._tokens[key] = await self._open(session, key)
+            return "Bearer " + held[0]
 
     async def _open(self, session: aiohttp.ClientSession, base_url: str) -> tuple[str, int]:
         nonce = os.urandom(NONCE_SIZE)

@@ -82,8 +82,10 @@ def peer_fetcher(
     """Returns a Fetcher for the peer called name at urls, in order of preference.
 
     One URL gives a plain HttpFetcher; several give a FailoverFetcher whose
-    members share auth (one login serves every replica that verifies the node's
-    stateless tokens, specs/peer-auth.md).
+    members share auth, which keeps one token per base URL: each URL opens
+    (and, with a server key, proves) its own session, a token is never sent
+    to another URL, and a GET-only mirror (404/405 on the session endpoint)
+    is read anonymously (specs/peer-auth.md, "Clients").
     """
     fetchers = [
         HttpFetcher(session, name if len(urls) == 1 else f"{name} ({url})", url, auth, limits)

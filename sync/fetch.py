@@ -144,7 +144,7 @@ class HttpFetcher:
                 if resp.status == 401 and self._anonymous:
                     raise PeerFault(f"{self.name}: refused a session: {self._refusal}")
                 if resp.status == 401 and self._auth is not None and not retried:
-                    self._auth.invalidate()
+                    self._auth.invalidate(self._base)
                     return await self._get(path, limit, retried=True)
                 if resp.status == 404:
                     raise NotFound(f"{self.name}: {path} not found")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from hashfed.node import peers
 from hashfed.node.db import transaction
 from hashfed.node.errors import NodeError
@@ -101,6 +102,41 @@ async def test_get_only_mirror_of_a_private_log_is_refused_clearly(tmp_path: Pat
     assert not outcome.ok
     assert "no session endpoint (HTTP 405)" in outcome.errors[0]
     assert "public logs only" in outcome.errors[0]
+
+
+async def test_a_token_from_the_node_is_never_sent_to_a_mirror(tmp_path: Path) -> None:
+    # Security review: one SessionClient used to cache one token for every URL of a
+    # peer, so a token opened at the node was replayed to a --mirror (a third party
+    # that could use it at the publisher for up to 600 s).
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 300)
+    allow(p, a)
+    trust(a, p)
+    seen: list[tuple[str, str, str | None]] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append((request.method, request.path, request.headers.get("Authorization")))
+        return await handler(request)
+
+    mirror = web.Application(middlewares=[record])  # 404 (POST: 405) except the log files
+    (tmp_path / "tree" / "log").mkdir(parents=True)
+    mirror.router.add_static("/log", tmp_path / "tree" / "log")
+    async with serve(p) as p_url:
+        relay = Relay(p_url)
+        async with relay.running() as relay_url, run_app(mirror) as mirror_url:
+            use_urls(a, p, [relay_url, mirror_url])
+            outcome = await sync(a)  # a session at the node (through the relay)
+            assert outcome.ok, outcome.errors
+            assert any(path == "/v1/auth/session" for path in relay.paths)
+            publish(p, 300, seed=2)
+            export_logs(p.db.conn, tmp_path / "tree")
+            relay.fail = True  # the node's URL breaks: the mirror serves the catch-up
+            outcome = await sync(a)
+            assert outcome.ok, outcome.errors
+            assert outcome.result.new_size == 600
+    assert any(path.startswith("/log/") for _, path, _ in seen)
+    assert [auth for _, _, auth in seen if auth is not None] == []
 
 
 def test_mirrors_are_checked_and_kept_in_order(tmp_path: Path) -> None:
