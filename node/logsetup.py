@@ -77,7 +77,26 @@ def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> lo
     root.setLevel(level.upper())
     # aiohttp's own access logger would log raw paths (case numbers): ours replaces it.
     logging.getLogger("aiohttp.access").disabled = True
+    # aiohttp's server logger quotes the raw request (a PIN header, a case number in
+    # the path) and the client's address when it refuses a malformed request.
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _RawRequestFilter) for f in server.filters):
+        server.addFilter(_RawRequestFilter())
     return handler
+
+
+class _RawRequestFilter(logging.Filter):
+    """Replaces what aiohttp's server logger says about a request it could not handle
+    with one fixed line: its message and traceback quote the raw request line and
+    headers (case numbers, PINs, tokens) and the client's address."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = "refused a malformed HTTP request or failed to handle one"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
 
 
 F = TypeVar("F", bound=Callable[..., Any])

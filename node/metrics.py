@@ -44,6 +44,12 @@ from prometheus_client.registry import Collector
 MATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+STANDARD_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+"""HTTP methods counted under their own name in hashfed_http_requests_total."""
+
+
 class Metrics:
     """The counters and histograms of one app, in a registry of their own."""
 
@@ -97,7 +103,10 @@ class Metrics:
         )
 
     def observe_request(self, route: str, method: str, status: int) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
+        # aiohttp accepts any method name: an unbounded label would let anyone grow
+        # the registry, so methods outside HTTP's standard set count as OTHER.
+        label = method if method in STANDARD_METHODS else "OTHER"
+        self.http_requests.labels(route, label, str(status)).inc()
 
     def observe_match(self, result: str, seconds: float) -> None:
         self.match_requests.labels(result).inc()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hashfed.node.config import CasesConfig, write_config
 from hashfed.node.home import ensure_admin_token
+from hashfed.node.metrics import Metrics
 from prodhelpers import http, json_lines, serving
 from prometheus_client.parser import text_string_to_metric_families
 from servehelpers import free_port
@@ -187,3 +188,18 @@ async def test_a_separate_admin_listener_serves_metrics_and_the_main_port_does_n
         assert (await asyncio.to_thread(http, "GET", url + "/metrics", bearer))[0] == 401
     db.conn.close()
     node.close()
+
+
+def test_unknown_methods_share_one_label() -> None:
+    """aiohttp accepts any method name; each must not become a series of its own."""
+    metrics = Metrics()
+    for n in range(50):
+        metrics.observe_request("unmatched", f"FOO{n}", 405)
+    metrics.observe_request("/logs", "GET", 401)
+    labels = {
+        sample.labels["method"]
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "hashfed_http_requests_total"
+    }
+    assert labels == {"OTHER", "GET"}
