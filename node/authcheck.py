@@ -3,18 +3,25 @@
 nginx (``auth_request``) or any proxy that serves the exported tree
 (node/export.py) asks this endpoint, for every request it serves, whether the
 request may read the log it names. The proxy forwards the client's
-``Authorization`` header and the original path in ``X-Original-URI``; the answer
-is
+``Authorization`` header and, in ``X-Original-URI``, the *normalised* path it
+will serve the file from (nginx ``$uri``, never the raw ``$request_uri``: nginx
+resolves ``..``, ``%2e`` and ``//`` before it opens a file, so the raw path can
+name one log while the file served is in another). The path must be exactly a
+tlog-tiles path of the exported layout, ``/log/<64 lowercase hex>/`` and then
+``checkpoint``, a canonical tile or entry-bundle path, or a canonical content
+bundle path (the parsers of :mod:`hashfed.protocol.tiles`); anything else
+(``..``, ``//``, ``%``, a query, a trailing slash, uppercase hex, ...) is
+refused with 403 and never cached. The answer is
 
 * **200** (empty) when the path is in a public log (anyone may read it), or the
   bearer token is a live session of a configured peer whose read list covers
-  the log, or that names a log this node does not hold (the tree has no such
-  files, so the web server answers 404, as ``hashfed serve`` does);
+  the log;
 * **401** (with ``WWW-Authenticate: Bearer``) for a private log and no token, or
   one that is unknown, expired, or of a peer no longer configured; anonymous
-  callers get 401 for any private path, held or not, as from ``hashfed serve``;
-* **403** for a peer that may not read that log, and for a path that is not
-  under a log prefix.
+  callers get 401 for any non-public log, held or not, so that they cannot
+  learn which logs this node holds;
+* **403** for a peer that may not read that log, for a log this node does not
+  hold, and for a path that is not exactly a path of the exported layout.
 
 nginx's ``auth_request`` lets a request through on any 2xx and passes 401 and
 403 on; it turns anything else into 500, so this endpoint answers nothing else.
@@ -27,11 +34,14 @@ never beyond the token's expiry, so a removed peer is refused within seconds.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 from aiohttp import web
 from hashfed.node.auth import SESSION_STORE_KEY, AuthError
+from hashfed.protocol.errors import MalformedTile
+from hashfed.protocol.tiles import parse_content_path, parse_tile_path
 
 CHECK_PATH = "/v1/auth/check"
 """Where a proxy asks whether a request may be served."""
@@ -40,6 +50,36 @@ MAX_ANSWER_AGE = 10
 """Seconds a proxy may reuse one answer (also bounded by the token's expiry)."""
 
 ORIGINAL_URI = "X-Original-URI"
+
+_LOG_PATH = re.compile(r"/log/([0-9a-f]{64})/([a-z0-9./]{1,200})")
+
+
+def log_of_path(uri: str) -> str | None:
+    """Returns the log hash of uri if it is exactly a path of the exported tree, else None.
+
+    Accepts ``/log/<hash>/checkpoint``, ``/log/<hash>/<tile path>`` and
+    ``/log/<hash>/<content path>`` in their canonical forms only, so no ``..``,
+    ``.``, ``//``, ``%``, ``?`` or other spelling of a path can reach a file of
+    another log.
+
+    >>> log_of_path("/log/" + "a" * 64 + "/tile/0/000.p/3") == "a" * 64
+    True
+    >>> log_of_path("/log/" + "a" * 64 + "/../" + "b" * 64 + "/checkpoint") is None
+    True
+    """
+    m = _LOG_PATH.fullmatch(uri)
+    if m is None:
+        return None
+    rest = m.group(2)
+    if rest != "checkpoint":
+        try:
+            if rest.startswith("content/"):
+                parse_content_path(rest)
+            else:
+                parse_tile_path(rest)
+        except MalformedTile:
+            return None
+    return m.group(1)
 
 
 def _answer(status: int, scope: str, age: int, message: str = "") -> web.Response:
@@ -57,11 +97,12 @@ def make_check_handler(
     """Returns the handler; find_origin maps an origin hash to (origin, public) or None."""
 
     async def check(request: web.Request) -> web.Response:
-        uri = request.headers.get(ORIGINAL_URI, "")
-        parts = uri.split("?", 1)[0].split("/", 3)
-        if len(parts) < 4 or parts[0] != "" or parts[1] != "log" or len(parts[2]) != 64:
-            return _answer(403, "private", MAX_ANSWER_AGE, "not a log path\n")
-        found = find_origin(parts[2])
+        log_hash = log_of_path(request.headers.get(ORIGINAL_URI, ""))
+        if log_hash is None:
+            # Never cached: the proxy keys answers on (token, log), and one odd path
+            # must not decide for the log's real paths.
+            return _answer(403, "private", 0, "not a path of the exported tree\n")
+        found = find_origin(log_hash)
         if found is not None and found[1]:
             return _answer(200, "public", MAX_ANSWER_AGE)
         header = request.headers.get("Authorization")
@@ -71,7 +112,9 @@ def make_check_handler(
         except AuthError as exc:
             return _answer(exc.status, "private", 0, exc.message + "\n")
         age = min(MAX_ANSWER_AGE, int(expires - clock()))
-        if found is not None and not peer.may_read(found[0]):
+        if found is None:
+            return _answer(403, "private", age, "this node does not hold that log\n")
+        if not peer.may_read(found[0]):
             return _answer(403, "private", age, f"peer {peer.name!r} may not read this log\n")
         return _answer(200, "private", age)
 

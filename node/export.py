@@ -25,6 +25,12 @@ Rules, so that any web server can serve the tree while it is being updated:
   still on disk is rewritten too. Entry bundles and hash tiles never change.
 * A partial tile or bundle is removed once its full version is written
   (tlog-tiles clients fall back to the full one).
+* **Forgetting.** The folder of a log the database no longer holds (``hashfed
+  log forget``) is removed, with its entry in the state file, so its content
+  is not served (nor kept) after the node forgot it. A log whose database size
+  is below what was exported (or that has no state entry) is written again in
+  full, and then every file of its folder that the new export did not write
+  (tiles, bundles and content beyond the current size) is removed.
 
 The web server serves ``DIR/log/`` only; the state file and temporary files
 stay outside what it exposes (see docs/scaling.md).
@@ -39,6 +45,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -89,6 +96,8 @@ class ExportReport:
     """What one export wrote, log by log."""
 
     logs: list[LogExport] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    """Log prefixes whose folders were removed (logs no longer held)."""
 
     @property
     def files(self) -> int:
@@ -105,6 +114,7 @@ class _Writer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.count = 0
+        self.written: set[str] = set()
 
     def write(self, relative: str, data: bytes, durable: bool = False) -> None:
         path = self.root / relative
@@ -119,6 +129,7 @@ class _Writer:
                     os.fsync(out.fileno())
             os.chmod(tmp, FILE_MODE)  # whatever the umask
             os.replace(tmp, path)
+            self.written.add(relative)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -270,14 +281,17 @@ def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
     state = _load_state(root)
     report = ExportReport()
     checkpoints: list[tuple[_Writer, LogExport, bytes]] = []
+    rewritten: list[_Writer] = []
     conn.execute("BEGIN")
     try:
         for log in logstore.list_logs(conn):
             if log.checkpoint is None:
                 continue
-            sub, done = _export_log(root, conn, log, state)
+            sub, done, full = _export_log(root, conn, log, state)
             report.logs.append(done)
             checkpoints.append((sub, done, log.checkpoint.encode()))
+            if full:
+                rewritten.append(sub)
     finally:
         conn.execute("ROLLBACK")
     changed = [c for c in checkpoints if c[1].files or _stale(c[0], c[2])]
@@ -286,8 +300,53 @@ def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
     for sub, done, checkpoint in changed:
         sub.write("checkpoint", checkpoint, durable=True)
         done.files = sub.count
+    for sub in rewritten:
+        _prune(sub)
+    held = {done.origin for done in report.logs}
+    for origin in [o for o in state if o not in held]:
+        del state[origin]
+    report.removed = _remove_forgotten(root, {done.prefix for done in report.logs})
     _Writer(root).write(STATE_FILE, json.dumps({"logs": state}, sort_keys=True).encode(), True)
     return report
+
+
+def _prune(sub: _Writer) -> None:
+    """Removes every file of a log written again in full that this export did not write
+    (tiles, bundles and content of a larger, older version of the log)."""
+    for dirpath, dirnames, filenames in os.walk(sub.root, topdown=False):
+        folder = Path(dirpath)
+        for name in filenames:
+            relative = (folder / name).relative_to(sub.root).as_posix()
+            if relative != "checkpoint" and relative not in sub.written:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                (folder / name).rmdir()  # only if empty
+
+
+_LOG_FOLDER = re.compile(r"[0-9a-f]{64}")
+
+
+def _remove_forgotten(root: Path, held: set[str]) -> list[str]:
+    """Removes root/log/<hash>/ for every log hash not in held (prefixes); returns them.
+
+    Each folder is first renamed to a hidden name (which web servers do not serve),
+    so it disappears at once, then deleted."""
+    removed: list[str] = []
+    logs = root / "log"
+    if not logs.is_dir():
+        return removed
+    for entry in sorted(logs.iterdir()):
+        prefix = f"log/{entry.name}"
+        if prefix in held or not _LOG_FOLDER.fullmatch(entry.name) or not entry.is_dir():
+            continue
+        gone = logs / f".tmp-forgotten-{entry.name}.{os.getpid()}"
+        os.replace(entry, gone)
+        shutil.rmtree(gone)
+        removed.append(prefix)
+        _log.info("removed %s from the export: the node no longer holds that log", prefix)
+    return removed
 
 
 def _stale(sub: _Writer, checkpoint: bytes) -> bool:
@@ -304,27 +363,30 @@ def _export_log(
     conn: sqlite3.Connection,
     log: logstore.LogRow,
     state: dict[str, dict[str, object]],
-) -> tuple[_Writer, LogExport]:
-    """Writes one log's new tiles and bundles (not its checkpoint) and updates state."""
+) -> tuple[_Writer, LogExport, bool]:
+    """Writes one log's new tiles and bundles (not its checkpoint) and updates state;
+    reports whether it wrote the log again in full (its folder must then be pruned)."""
     prefix = log_prefix(log.origin)
     previous = state.get(log.origin, {})
     old = previous.get("size", 0)
     old_prints = previous.get("content", {})
+    full = "size" not in previous
     if type(old) is not int or not isinstance(old_prints, dict) or old > log.size:
         old, old_prints = 0, {}  # unknown or shrunk (a new database): write it all again
+        full = True
     sub = _Writer(root / prefix)
-    if old == log.size and "size" in previous:
+    if old == log.size and not full:
         # Content is erased only by a retraction, which is an entry of the same log:
         # a log that did not grow lost no content (its checkpoint may still have
         # gained cosignatures; the caller compares it).
-        return sub, LogExport(log.origin, prefix, log.size)
+        return sub, LogExport(log.origin, prefix, log.size), False
     new_prints = _content_fingerprints(conn, log.id, log.size)
     if log.size:
         _export_tiles(sub, conn, log.id, old, log.size)
         _export_bundles(sub, conn, log.id, old, log.size)
     rewritten = _export_content(sub, conn, log.id, (old, log.size), old_prints, new_prints)
     state[log.origin] = {"size": log.size, "content": new_prints}
-    return sub, LogExport(log.origin, prefix, log.size, sub.count, rewritten)
+    return sub, LogExport(log.origin, prefix, log.size, sub.count, rewritten), full
 
 
 async def export_loop(

@@ -9,6 +9,7 @@ content, a temporary file, or a file the web server's worker cannot read.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -20,8 +21,11 @@ from pathlib import Path
 
 from aiohttp import web
 from click.testing import CliRunner
+from hashfed.node import logstore
 from hashfed.node.cli import main as cli
+from hashfed.node.db import transaction
 from hashfed.node.export import STATE_FILE, export_logs, export_loop
+from hashfed.node.peers import forget_mirror
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix, tile_path
 from servehelpers import free_port, wait_healthy
 from synchelpers import (
@@ -221,3 +225,54 @@ def test_same_size_new_checkpoint_is_rewritten(tmp_path: Path) -> None:
     report = export_logs(p.db.conn, root)
     assert report.files == 1
     assert (root / log_prefix(P) / "checkpoint").read_text() == cosigned
+
+
+async def test_forgotten_log_leaves_the_tree(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    partner = make_node(tmp_path, "a", "publisher")
+    publish(p, 20)
+    publish(partner, 5)
+    allow(p, partner)
+    trust(partner, p)
+    async with serve(p) as url:
+        use(partner, p, url)
+        outcome = await sync(partner)
+        assert outcome.ok, outcome.errors
+    root = tmp_path / "tree"
+    export_logs(partner.db.conn, root)
+    folder = root / log_prefix(P)
+    assert (folder / "checkpoint").is_file() and (folder / content_path(0, 20)).is_file()
+    assert P in json.loads((root / STATE_FILE).read_text())["logs"]
+    # Anything else under log/ that is not a log's folder is left alone.
+    (root / "log" / "README").write_text("mine")
+
+    log = logstore.get_log(partner.db.conn, P)
+    assert log is not None
+    with transaction(partner.db):
+        forget_mirror(partner.db.conn, log)
+    report = export_logs(partner.db.conn, root)
+    assert report.removed == [log_prefix(P)]
+    assert not folder.exists()
+    assert P not in json.loads((root / STATE_FILE).read_text())["logs"]
+    assert (root / log_prefix(origin_of("a")) / "checkpoint").is_file()
+    assert (root / "log" / "README").read_text() == "mine"
+    assert not any(p.name.startswith(".tmp-") for p in (root / "log").iterdir())
+    assert export_logs(partner.db.conn, root).removed == []
+
+
+def test_shrunk_log_leaves_no_file_beyond_its_size(tmp_path: Path) -> None:
+    big = make_node(tmp_path / "old", "p", "publisher")
+    publish(big, 300)
+    root = tmp_path / "tree"
+    export_logs(big.db.conn, root)
+    assert (root / log_prefix(P) / tile_path(0, 1, 44)).is_file()
+    # A new database for the same origin, with fewer entries.
+    small = make_node(tmp_path / "new", "p", "publisher")
+    publish(small, 10)
+    export_logs(small.db.conn, root)
+    fresh = tmp_path / "fresh"
+    export_logs(small.db.conn, fresh)
+    assert tree_files(root) == tree_files(fresh)
+    assert json.loads((root / STATE_FILE).read_text()) == json.loads(
+        (fresh / STATE_FILE).read_text()
+    )

@@ -112,7 +112,7 @@ async def test_auth_check_answers_for_a_proxy(tmp_path: Path) -> None:
         assert await check(tile, "Bearer " + "x" * 87) == (401, "private", "0")
         assert await check(tile, b_header) == (200, "private", "10")
         assert (await check(tile, c_header))[0] == 403
-        assert (await check(f"/{log_prefix(q.config.origin)}/checkpoint", b_header))[0] == 200
+        assert (await check(f"/{log_prefix(q.config.origin)}/checkpoint", b_header))[0] == 403
         assert (await check(f"/{log_prefix(q.config.origin)}/checkpoint"))[0] == 401
         assert (await check("/etc/passwd", b_header))[0] == 403
     db.conn.close()
