@@ -20,7 +20,7 @@ PYTX_STAMP := $(PYTX_VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' 
 all: test
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
 # ImageMagick's MagickWand library decodes MIFF photos (through Wand).
@@ -31,7 +31,7 @@ PYTHON_H := $(shell $(PYTHON) -c "import os, sysconfig; print('present' if os.pa
 
 $(STAMP): $(VENV)/bin/python pyproject.toml hasher/_pdq.c
 ifneq ($(MAGICKWAND),present)
-	apt-get update && apt-get install -y --no-install-recommends libmagickwand-6.q16-6
+	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends libmagickwand-6.q16-6
 endif
 ifneq ($(PYTHON_H),present)
 	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends gcc python3-dev
@@ -129,7 +129,8 @@ $(PYTX_VENV)/bin/python: $(VENV)/bin/python
 	$(PYTHON) -m venv $(PYTX_VENV)
 	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
 
-$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) pyproject.toml
+# Both venvs link build/__editable__*: this one is installed after .venv's kernels are warm.
+$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) $(WARM) pyproject.toml hasher/kernels.py
 	rm -f $(PYTX_VENV)/.installed-*
 	$(PYTX_VENV)/bin/pip install --quiet -e '.[dev,pytx]' --config-settings editable_mode=strict
 	NUMBA_CACHE_DIR=$(abspath $(PYTX_VENV))/share/hashfed/numba-cache $(PYTX_VENV)/bin/python -m hashfed.hasher.kernels

@@ -85,7 +85,7 @@ def recover_command(home: Path, source: str, peer_vkey: str | None, as_json: boo
     \b
     Example:
         hashfed --dir /srv/hashfed recover --from https://partner.example:8470 \\
-            --peer-vkey partner.example/hashfed+1a2b3c4d+AbC...
+            --peer-vkey peer:partner.example/hashfed+1a2b3c4d+AbC...
     """
     if peer_vkey is None and "://" in source:
         raise click.UsageError("--from is a URL: give the peer's key with --peer-vkey")

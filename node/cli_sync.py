@@ -153,6 +153,29 @@ class _Unknown(click.ClickException):
         return f"HASHFED UNKNOWN: {self.message}"
 
 
+STATUS_COLUMNS = ["origin", "role", "size", "synced_at", "failures", "flagged", "halted"]
+"""The status table's columns: within 100 characters for origins of ordinary length."""
+
+STATUS_WIDE = [
+    "origin",
+    "role",
+    "size",
+    "root_prefix",
+    "synced_at",
+    "lag_seconds",
+    "lag_entries",
+    "last_peer",
+    "failures",
+    "flagged",
+    "feedback",
+    "halted",
+    "evidence_count",
+    "age_seconds",
+    "last_error",
+]
+"""Every column, with --wide."""
+
+
 @click.command("status", cls=_NagiosCommand)
 @click.option(
     "--check",
@@ -160,11 +183,15 @@ class _Unknown(click.ClickException):
     hidden=True,
     help="Accepted for compatibility: staleness is always CRITICAL now.",
 )
+@click.option("--wide", is_flag=True, help="Every column in the table (--json has them all).")
 @output_options
 @click.pass_obj
-def status_command(home: Path, check: bool, fmt: str) -> None:
+def status_command(home: Path, check: bool, wide: bool, fmt: str) -> None:
     """Show each log: size, last sync, lag, peer, errors, flagged entries, feedback, evidence,
     and how fresh its newest checkpoint that meets the witness policy is.
+
+    The table fits 100 columns; --wide shows every column (lag, peer, feedback,
+    evidence, witness age, last error), as --json and --csv do.
 
     The first line is a verdict for monitoring (a Nagios plugin): it exits 0 (OK),
     1 (WARNING: flagged entries), 2 (CRITICAL: an origin halted by evidence, its sync
@@ -190,27 +217,7 @@ def status_command(home: Path, check: bool, fmt: str) -> None:
             row["evidence_count"] = len(row["evidence"])
             row["root_prefix"] = row["root"][:12]
             row["synced_at"] = iso_time(row["last_sync"])
-        emit(
-            rows,
-            "table",
-            [
-                "origin",
-                "role",
-                "size",
-                "root_prefix",
-                "synced_at",
-                "lag_seconds",
-                "lag_entries",
-                "last_peer",
-                "failures",
-                "flagged",
-                "feedback",
-                "halted",
-                "evidence_count",
-                "age_seconds",
-                "last_error",
-            ],
-        )
+        emit(rows, "table", STATUS_WIDE if wide else STATUS_COLUMNS)
         if policy is not None:
             names = ", ".join(w.name for w in policy.witnesses) or "none"
             click.echo(f"\nwitness policy: quorum {policy.quorum} (witnesses: {names})")

@@ -221,8 +221,6 @@ async def _serve(
         session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
         peer_signer=node.peer_signer,
     )
-    if config.metrics.enabled:
-        setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
         servicelog.observe_sync_round(app, outcomes)
@@ -246,7 +244,9 @@ async def _serve(
         for db in (read_db, witness_db, push_db):
             db.conn.close()
 
-    app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(background)  # first: its databases close after everything else
+    if config.metrics.enabled:
+        setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
     if config.role == "publisher":
         serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
     runner = web.AppRunner(

@@ -125,5 +125,5 @@ def load_session_secret(path: Path) -> bytes:
             os.unlink(tmp)
     secret = path.read_bytes()
     if len(secret) != SECRET_SIZE:
-        raise ValueError(f"{path} must hold exactly {SECRET_SIZE} bytes; delete it to make anew")
+        raise NodeError(f"{path} must hold exactly {SECRET_SIZE} bytes; delete it to make anew")
     return secret

@@ -69,3 +69,32 @@ async def test_sync_and_status_count_the_same_flags(tmp_path: Path) -> None:
     status = json.loads(cli(a.config.home, "status", "--json").stdout)  # the verdict is on stderr
     held = {r["origin"]: r["flagged"] for r in status}
     assert row["flagged"] == held[row["origin"]] == 0
+
+
+async def test_status_table_fits_100_columns(tmp_path: Path) -> None:
+    """The status table used to be about 300 columns wide; --wide keeps every column."""
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 3)
+    allow(p, a)
+    trust(a, p)
+    async with serve(p) as url:
+        use(a, p, url)
+        a.close()
+        synced = await asyncio.to_thread(cli, a.config.home, "sync", "--silent")
+    assert synced.exit_code == 0, synced.output
+    narrow = cli(a.config.home, "status").stdout.splitlines()
+    assert narrow[1].split() == [
+        "origin",
+        "role",
+        "size",
+        "synced_at",
+        "failures",
+        "flagged",
+        "halted",
+    ]
+    assert max(len(line) for line in narrow) <= 100, narrow
+    assert any(line.startswith("p.test/") and ISO.search(line) for line in narrow), narrow
+    wide = cli(a.config.home, "status", "--wide").stdout.splitlines()
+    assert {"lag_entries", "last_peer", "feedback", "age_seconds", "last_error"} <= set(
+        wide[1].split()
+    )

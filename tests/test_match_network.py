@@ -163,7 +163,7 @@ async def test_partner_feedback_reaches_the_publisher(tmp_path: Path) -> None:
     assert "blocked:1 false_positive:1" in cli(p, "match", PDQ[1].hex()).output
     status = {row["origin"]: row for row in json.loads(cli(p, "status", "--json").stdout)}
     assert status[P]["feedback"] == 2 and status[A]["feedback"] == 0
-    assert "feedback" in cli(p, "status").output.splitlines()[1]
+    assert "feedback" in cli(p, "status", "--wide").output.splitlines()[1]
     # A sees its own feedback too.
     r = cli(a, "match", PDQ[1].hex(), "--json")
     assert json.loads(r.output)[0]["matches"][0]["feedback"]["blocked"] == 1

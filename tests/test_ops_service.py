@@ -64,7 +64,6 @@ def test_systemd_analyze_security_rates_the_unit_at_most_3(tmp_path: Path) -> No
         "User=hashfed",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/hashfed",
-        "NUMBA_CACHE_DIR=/var/lib/hashfed/",
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "Restart=on-failure",
