@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import sqlite_utils
@@ -140,7 +141,7 @@ def restore(source: Path, home: Path) -> NodeConfig:
     manifest_path = source / MANIFEST
     if not manifest_path.exists():
         raise NodeError(f"{source} is not a hashfed backup (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path)
     if home.exists() and any(p.name != "keys" for p in home.iterdir()):
         raise NodeError(f"{home} already holds files; restore into a new or empty directory")
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -164,6 +165,26 @@ def restore(source: Path, home: Path) -> NodeConfig:
     node = open_node(home)  # checks the keys against the database's own log
     node.close()
     return config
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """Returns the backup's manifest, refusing one that is malformed or names a file
+    outside the backup (a tampered backup must not write outside the node directory)."""
+    try:
+        manifest = json.loads(path.read_text())
+        files, size = manifest["files"], manifest["size"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NodeError(f"{path} is not a hashfed backup manifest: {exc}") from None
+    if not isinstance(files, list) or not isinstance(size, int):
+        raise NodeError(f"{path} is not a hashfed backup manifest: bad 'files' or 'size'")
+    for name in files:
+        parts = name.split("/") if isinstance(name, str) else []
+        plain = all(part and part not in (".", "..") and "\\" not in part for part in parts)
+        if not plain or not (len(parts) == 1 or (len(parts) == 2 and parts[0] == "keys")):
+            raise NodeError(f"{path} names {name!r}, which is not a file of a node directory")
+        if not (path.parent / name).is_file() or (path.parent / name).is_symlink():
+            raise NodeError(f"the backup in {path.parent} lacks {name}, which its manifest lists")
+    return dict(manifest)
 
 
 # -- recovery -----------------------------------------------------------------------------

@@ -73,6 +73,25 @@ def test_backup_refuses_a_world_readable_destination_for_keys(tmp_path: Path) ->
     p.close()
 
 
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/absolute", "keys/../../x", "a/b", ""])
+def test_restore_refuses_a_manifest_naming_files_outside_the_node(
+    tmp_path: Path, name: str
+) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    publish(p, 1)
+    assert cli(p.config.home, "backup", str(tmp_path / "b")).exit_code == 0
+    p.close()
+    manifest_path = tmp_path / "b" / "backup.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"].append(name)
+    manifest_path.write_text(json.dumps(manifest))
+    home = tmp_path / "restored"
+    result = cli(home, "restore", str(tmp_path / "b"))
+    assert result.exit_code == 1, result.output
+    assert "not a file of a node directory" in result.output
+    assert not home.exists() and not (tmp_path / "escaped").exists()
+
+
 async def test_restored_publisher_refuses_to_fork_then_resumes_after_the_missing_tail(
     tmp_path: Path,
 ) -> None:
