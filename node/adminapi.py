@@ -14,7 +14,6 @@ other keys (mode 0600).
 
 from __future__ import annotations
 
-import hmac
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 
@@ -22,7 +21,7 @@ from aiohttp import web
 from hashfed.node import accesslog
 from hashfed.node.accesslog import ACCESS_CALLER_KEY
 from hashfed.node.api import INDEX_PROVIDER_KEY
-from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH
+from hashfed.node.auth import API_AUTH_KEY, bearer_matches
 from hashfed.node.config import NodeConfig
 from hashfed.node.health import status_document
 from hashfed.node.metrics import METRICS_KEY, NodeCollector
@@ -38,15 +37,9 @@ ADMIN_CONN_KEY = web.AppKey("hashfed_admin_conn", sqlite3.Connection)
 
 
 def _has_admin_token(request: web.Request) -> bool:
-    expected = request.app.get(ADMIN_TOKEN_KEY)
-    header = request.headers.get("Authorization")
-    if request.path not in ADMIN_PATHS or not expected or header is None:
+    if request.path not in ADMIN_PATHS:
         return False
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
-        return False
-    ok = hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode())
+    ok = bearer_matches(request, request.app.get(ADMIN_TOKEN_KEY))
     if ok:
         request[ACCESS_CALLER_KEY] = "admin"
     return ok

@@ -29,7 +29,6 @@ only from the origins their read list allows.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import sqlite3
 import time
@@ -37,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from hashfed.node.auth import API_AUTH_KEY, MAX_TOKEN_LENGTH, request_peer
+from hashfed.node.auth import API_AUTH_KEY, bearer_matches, request_peer
 from hashfed.node.bankindex import BankIndex, parse_hash
 from hashfed.node.errors import NodeError
 from hashfed.node.metrics import app_metrics
@@ -98,15 +97,7 @@ def _has_api_token(request: web.Request) -> bool:
     """Reports whether request is for the match API and carries the local API token."""
     if request.path != MATCH_PATH:
         return False
-    expected = request.app.get(API_TOKEN_KEY)
-    header = request.headers.get("Authorization")
-    if not expected or header is None:
-        return False
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
-        return False
-    ok = hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode())
+    ok = bearer_matches(request, request.app.get(API_TOKEN_KEY))
     if ok:
         request[API_CLIENT_KEY] = True
     return ok

@@ -32,6 +32,7 @@ simply open new sessions (the client renews on a 401).
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -347,6 +348,19 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     except AuthError as exc:
         return exc.response()
     return await handler(request)
+
+
+def bearer_matches(request: web.Request, expected: str | None) -> bool:
+    """Reports whether request's Authorization header is ``Bearer <expected>``, compared
+    in constant time (a local secret such as keys/api.token or keys/admin.token)."""
+    header = request.headers.get("Authorization")
+    if not expected or header is None:
+        return False
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        return False
+    return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def request_peer(request: web.Request) -> Peer | None:
