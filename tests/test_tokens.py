@@ -13,6 +13,7 @@ import pytest
 from hashfed.node import peers, tokens
 from hashfed.node.config import ServerConfig
 from hashfed.node.db import open_database, transaction
+from hashfed.node.errors import NodeError
 from hashfed.node.server import create_app
 from hashfed.node.tokens import InvalidToken, check_token, load_session_secret, mint_token
 from hashfed.protocol.tiles import log_prefix
@@ -52,7 +53,7 @@ def test_session_secret_file(tmp_path: Path) -> None:
     assert load_session_secret(path) == first and len(first) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_bytes(b"short")
-    with pytest.raises(ValueError, match="exactly 32 bytes"):
+    with pytest.raises(NodeError, match="exactly 32 bytes"):
         load_session_secret(path)
 
 
