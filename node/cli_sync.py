@@ -328,18 +328,15 @@ def serve_command(
         hashfed serve --port 8470
         hashfed serve --read-only --port 8471
     """
-    if read_only:
-        if export_dir is not None or interval is not None:
-            raise click.UsageError("--read-only serves only; it cannot --export or sync")
-        from hashfed.node.replica import run_replica
-
-        run_replica(home, listen, port, log_level, log_format)
-        return
+    if read_only and (export_dir is not None or interval is not None):
+        raise click.UsageError("--read-only serves only; it cannot --export or sync")
     # Imported here: serving needs aiohttp's server, the case desk and the index, which
     # no other command of this module loads.
     from hashfed.node.serving import ServeOptions, exit_now, serve
 
-    options = ServeOptions(listen, port, interval, no_sync, log_level, log_format, export_dir)
+    options = ServeOptions(
+        listen, port, interval, no_sync, log_level, log_format, export_dir, read_only=read_only
+    )
     serve(home, options, announce=_announce)
     exit_now()
 

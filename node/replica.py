@@ -16,6 +16,10 @@ seeing a consistent snapshot, so replicas need no coordination:
 * tokens any process of the node issued are accepted (node/tokens.py), given
   the same ``keys/session.key``.
 
+It starts and stops like the writer (node/serving.py, ``ServeOptions(read_only=True)``):
+bind first, then load the index; READY=1, /metrics, /v1/status; a prompt stop.
+This module holds only what differs: the read connection and the keys it reads.
+
 Across hosts, replicas serve the exported tree instead (docs/scaling.md).
 """
 
@@ -24,21 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import ssl
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from hashfed.node.bankindex import REFRESH_INTERVAL, BankIndex, refresh_loop
-from hashfed.node.config import NodeConfig, ServerConfig, load_config
+from hashfed.node.config import NodeConfig, ServerConfig
 from hashfed.node.db import SCHEMA_VERSION
 from hashfed.node.errors import NodeError
 from hashfed.node.home import API_TOKEN_FILE
-from hashfed.node.logsetup import start_logging
 from hashfed.node.server import create_app
 from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
-from hashfed.signing.keys import parse_signer, read_key_file
+from hashfed.signing.keys import Ed25519Signer, parse_signer, read_key_file
 
 
 def open_replica_database(path: Path) -> sqlite3.Connection:
@@ -71,27 +73,47 @@ def open_replica_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+@dataclass(frozen=True)
+class ReplicaKeys:
+    """What a replica reads from the node directory (and never creates)."""
+
+    api_token: str | None
+    peer_signer: Ed25519Signer
+    session_secret: bytes
+
+
+def read_replica_keys(config: NodeConfig) -> ReplicaKeys:
+    """Reads the API token (if the node has one), the peer key and ``keys/session.key``."""
+    api_token_path = config.home / API_TOKEN_FILE
+    return ReplicaKeys(
+        api_token=read_key_file(api_token_path) if api_token_path.exists() else None,
+        peer_signer=parse_signer(read_key_file(config.peer_key).strip()),
+        session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
+    )
+
+
 def create_replica_app(
     config: NodeConfig,
     server: ServerConfig | None = None,
     refresh: float = REFRESH_INTERVAL,
 ) -> web.Application:
-    """Builds a read replica's app for the node configured in config (its home)."""
+    """Builds a read replica's app for the node configured in config (its home), with
+    its index loaded first: for tests and embedding. ``hashfed serve --read-only`` runs
+    through node/serving.py (bind first, readiness, admin routes, prompt stop)."""
     conn = open_replica_database(config.database)
     try:
         index = BankIndex.load(
             conn, thresholds=config.match.thresholds, default_threshold=config.match.threshold
         )
-        api_token_path = config.home / API_TOKEN_FILE
-        api_token = read_key_file(api_token_path) if api_token_path.exists() else None
+        keys = read_replica_keys(config)
         app = create_app(
             conn,
             config.origin,
             server or config.server,
             match_index=index,
-            api_token=api_token,
-            session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
-            peer_signer=parse_signer(read_key_file(config.peer_key).strip()),
+            api_token=keys.api_token,
+            session_secret=keys.session_secret,
+            peer_signer=keys.peer_signer,
         )
     except BaseException:
         conn.close()
@@ -107,39 +129,3 @@ def create_replica_app(
 
     app.cleanup_ctx.append(background)
     return app
-
-
-def run_replica(
-    home: Path,
-    listen: str | None,
-    port: int | None,
-    log_level: str | None = None,
-    log_format: str | None = None,
-) -> None:
-    """Runs a read replica of the node in home until SIGINT or SIGTERM."""
-    config = load_config(home)
-    start_logging(config.log, log_level, log_format)
-    server = replace(
-        config.server,
-        listen=listen if listen is not None else config.server.listen,
-        port=port if port is not None else config.server.port,
-    )
-    app = create_replica_app(config, server)
-    tls = None
-    if config.tls_files is not None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(*config.tls_files)
-    print(
-        f"serving {config.origin} read-only on {'https' if tls else 'http'}://"
-        f"{server.listen}:{server.port}",
-        flush=True,
-    )
-    web.run_app(
-        app,
-        host=server.listen,
-        port=server.port,
-        ssl_context=tls,
-        access_log=None,  # node/accesslog.py logs every request, by route name
-        shutdown_timeout=10,
-        print=None,
-    )

@@ -16,6 +16,11 @@ socket closes, requests in flight get :data:`SHUTDOWN_GRACE` seconds, background
 tasks are cancelled (an interrupted sync rolls back its transaction), every
 database connection is closed, and the process exits 0. The index loader only
 reads, so it is abandoned, not awaited.
+
+``hashfed serve --read-only`` (``ServeOptions(read_only=True)``) runs the same
+steps as a read replica: it reads hashfed.toml without opening the node (no
+migration, no writes), reads through node/replica.py's ``query_only`` connection
+and keys, and runs no witness endpoint, sync, witness push, export or case desk.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from hashfed.node.adminapi import setup_admin
 from hashfed.node.bankindex import BankIndex, refresh_loop
 from hashfed.node.caseapi import serve_cases
 from hashfed.node.cli_sync import witness_loop
-from hashfed.node.config import ServerConfig, load_config
+from hashfed.node.config import NodeConfig, ServerConfig, load_config
 from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
 from hashfed.node.export import export_loop
@@ -51,6 +56,7 @@ from hashfed.node.indexload import IndexLoader, use_node_cache
 from hashfed.node.logsetup import start_logging
 from hashfed.node.output import plural
 from hashfed.node.readiness import Readiness
+from hashfed.node.replica import open_replica_database, read_replica_keys
 from hashfed.node.server import create_app
 from hashfed.node.syncer import Outcome, sync_loop
 from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
@@ -81,6 +87,9 @@ class ServeOptions:
     log_level: str | None = None
     log_format: str | None = None
     export_dir: Path | None = None
+    read_only: bool = False
+    """A read replica (node/replica.py): the writer's database, read only; no sync,
+    witness, export or case desk."""
 
 
 Announce = Callable[[str], None]
@@ -95,13 +104,20 @@ def serve(home: Path, options: ServeOptions, announce: Announce) -> None:
     with _stop_signals_raise():
         try:
             use_node_cache(home)
-            node, server = _open(home, options)
+            node: Node | None = None
+            if options.read_only:
+                config = load_config(home)  # a replica never opens (migrates, writes) the node
+                server = _start(config, options)
+            else:
+                node, server = _open(home, options)
+                config = node.config
             try:
-                tls = _tls_context(node)
+                tls = _tls_context(config)
             except BaseException:
-                node.close()
+                if node is not None:
+                    node.close()
                 raise
-            asyncio.run(_serve(node, server, tls, options, announce))
+            asyncio.run(_serve(config, node, server, tls, options, announce))
         except _Stopped:
             return
 
@@ -139,19 +155,24 @@ def _open(home: Path, options: ServeOptions) -> tuple[Node, ServerConfig]:
     except sqlite3.Error as exc:
         raise ServeError(f"cannot open the database {load_config(home).database}: {exc}") from None
     config = node.config
-    start_logging(config.log, options.log_level, options.log_format)
-    server = replace(
-        config.server,
-        listen=options.listen if options.listen is not None else config.server.listen,
-        port=options.port if options.port is not None else config.server.port,
-    )
+    server = _start(config, options)
     if options.interval is not None:
         node.config = replace(config, sync=replace(config.sync, interval=options.interval))
     return node, server
 
 
-def _tls_context(node: Node) -> ssl.SSLContext | None:
-    files = node.config.tls_files
+def _start(config: NodeConfig, options: ServeOptions) -> ServerConfig:
+    """Starts logging and returns the server settings the flags override."""
+    start_logging(config.log, options.log_level, options.log_format)
+    return replace(
+        config.server,
+        listen=options.listen if options.listen is not None else config.server.listen,
+        port=options.port if options.port is not None else config.server.port,
+    )
+
+
+def _tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    files = config.tls_files
     if files is None:
         return None
     cert, key = files
@@ -188,17 +209,20 @@ def _url(tls: bool, addresses: list[object], server: ServerConfig) -> str:
 
 
 async def _serve(
-    node: Node,
+    config: NodeConfig,
+    node: Node | None,
     server: ServerConfig,
     tls: ssl.SSLContext | None,
     options: ServeOptions,
     announce: Announce,
 ) -> None:
-    """Serves until a stop signal."""
+    """Serves until a stop signal: the writer with node, a read replica without."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if node is None:
+        return await _serve_replica(config, server, tls, announce, stopping)
     config = node.config
     read_db = open_database(config.database)
     witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
@@ -249,6 +273,64 @@ async def _serve(
         setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
     if config.role == "publisher":
         serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
+    await _run(app, config, server, tls, announce, stopping, bound, loader, read_db.conn)
+
+
+async def _serve_replica(
+    config: NodeConfig,
+    server: ServerConfig,
+    tls: ssl.SSLContext | None,
+    announce: Announce,
+    stopping: asyncio.Event,
+) -> None:
+    """A read replica: the writer's database through a query_only connection, the keys
+    read from the node directory, and nothing that writes."""
+    conn = open_replica_database(config.database)
+    try:
+        keys = read_replica_keys(config)
+        readiness = Readiness()
+        loader = IndexLoader(
+            config.database,
+            readiness,
+            thresholds=config.match.thresholds,
+            default_threshold=config.match.threshold,
+        )
+        app = create_app(
+            conn,
+            config.origin,
+            server,
+            match_index=loader.current,
+            api_token=keys.api_token,
+            readiness=readiness,
+            session_secret=keys.session_secret,
+            peer_signer=keys.peer_signer,
+        )
+    except BaseException:
+        conn.close()
+        raise
+
+    async def background(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        conn.close()
+
+    app.cleanup_ctx.append(background)  # first: the connection closes after everything else
+    if config.metrics.enabled and not config.metrics.listen:  # [metrics] port: the writer's
+        setup_admin(app, conn, config, ensure_admin_token(config.home))
+    await _run(app, config, server, tls, announce, stopping, asyncio.Event(), loader, conn)
+
+
+async def _run(
+    app: web.Application,
+    config: NodeConfig,
+    server: ServerConfig,
+    tls: ssl.SSLContext | None,
+    announce: Announce,
+    stopping: asyncio.Event,
+    bound: asyncio.Event,
+    loader: IndexLoader,
+    conn: sqlite3.Connection,
+) -> None:
+    """Binds, announces, loads the index and serves app until stopping is set."""
     runner = web.AppRunner(
         app,
         access_log=None,  # node/accesslog.py logs every request, by route name
@@ -264,7 +346,7 @@ async def _serve(
             raise ServeError(_bind_error(server, exc)) from None
         on_bound(announce, config.origin, _url(tls is not None, runner.addresses, server))
         bound.set()
-        matching = asyncio.create_task(_match_index(loader, read_db.conn, announce))
+        matching = asyncio.create_task(_match_index(loader, conn, announce))
         await stopping.wait()
         await servicelog.stopping(config.origin)
     finally:

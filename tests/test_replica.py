@@ -8,10 +8,11 @@ changes and peer removals without a restart, accepts tokens the writer issued
 from __future__ import annotations
 
 import asyncio
-import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,7 @@ from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.protocol.records import Kind
 from hashfed.protocol.tiles import log_prefix
 from hashfed.sync.auth import SessionClient
-from servehelpers import free_port, wait_healthy
+from servehelpers import start_serve, status_of, stop, wait_for_line, wait_for_status
 from synchelpers import (
     allow,
     bank_state,
@@ -132,29 +133,45 @@ def test_replica_never_writes_and_refuses_what_it_cannot_read(tmp_path: Path) ->
 
 
 def test_serve_read_only_process(tmp_path: Path) -> None:
+    """The replica process starts like the writer: bound first (/healthz answers when it
+    says so), ready once its index loads, admin routes served, and a prompt SIGTERM."""
     p = make_node(tmp_path, "p", "publisher")
     publish(p, 3)
-    port = free_port()
-    command = [sys.executable, "-m", "hashfed.node", "--dir", str(p.config.home), "serve"]
-    server = subprocess.Popen(
-        [*command, "--read-only", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    served = start_serve(p.config.home, "--read-only", "--port", "0")
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/healthz", server)
+        url = wait_for_line(served, "serving ").rsplit(" ", 1)[1]
+        assert status_of(f"{url}/healthz") == 200  # bound before it said so: no retry
+        wait_for_status(served, f"{url}/readyz")
+        admin = (p.config.home / "keys" / "admin.token").read_text().strip()
+        request = urllib.request.Request(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {admin}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
         publish(p, 2, seed=2)
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=15) == 0
-        # It served beside the writer and wrote nothing: the log is the writer's.
-        size = p.db.conn.execute("SELECT size FROM logs WHERE origin = ?", (P,)).fetchone()[0]
-        assert size == 5
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
+        code = stop(served)
+    assert code == 0, served.output()
+    assert "Traceback" not in served.output()
+    # It served beside the writer and wrote nothing: the log is the writer's.
+    size = p.db.conn.execute("SELECT size FROM logs WHERE origin = ?", (P,)).fetchone()[0]
+    assert size == 5
+
+
+def test_serve_read_only_refusals_are_one_line(tmp_path: Path) -> None:
+    p = make_node(tmp_path, "p", "publisher")
+    command = [sys.executable, "-m", "hashfed.node", "--dir", str(p.config.home), "serve"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = subprocess.run(
+            [*command, "--read-only", "--port", port], capture_output=True, text=True
+        )
+    assert busy.returncode != 0 and "Traceback" not in busy.stderr, busy.stderr
+    lines = busy.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), busy.stderr
+    assert "the port is in use" in lines[0] and "serving" not in busy.stdout
     bad = subprocess.run(
         [*command, "--read-only", "--export", str(tmp_path / "t")], capture_output=True, text=True
     )
