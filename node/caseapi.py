@@ -15,7 +15,10 @@ no address is ever stored), wrong PINs lock a network out of a case
 (node/pinguard.py), and PINs are hashed and checked (scrypt) on a small pool of
 threads of their own, never on the ones match, sync and the witness use; each
 network has at most one PIN check waiting or running at a time, so the pool
-serves networks in turn however many requests one of them sends.
+serves networks in turn however many requests one of them sends. Opening a case
+hashes its PIN on a thread of its own (never behind PIN checks), bounds its
+waits itself (node/reqtimeout.py: nothing may lose the answer once the case is
+stored), and sends the optional email in the background after the answer.
 
 The case number travels in the URL path, so ``hashfed serve``'s access log
 (node/accesslog.py) names routes, never paths; a reverse proxy in front of the
@@ -51,6 +54,7 @@ from hashfed.node.cases import (
     CaseNotFound,
     InvalidCase,
     OpenedCase,
+    PreparedCase,
     open_case_desk,
     parse_case_hashes,
 )
@@ -59,6 +63,7 @@ from hashfed.node.home import Node
 from hashfed.node.mailer import MailError, check_address, send_case_number
 from hashfed.node.metrics import app_metrics
 from hashfed.node.pinguard import client_net
+from hashfed.node.reqtimeout import own_timeout, request_timeout
 
 log = logging.getLogger("hashfed.cases")
 
@@ -175,6 +180,10 @@ class CaseApi:
         # check waiting or running, so the threads serve networks in turn.
         self.pin_executor = ThreadPoolExecutor(config.pin_workers, thread_name_prefix="hashfed-pin")
         self.pin_checks: set[str] = set()
+        # Opening a case hashes its PIN on a thread of its own: never queued behind
+        # PIN checks (the opening buckets bound how many wait for it).
+        self.open_executor = ThreadPoolExecutor(1, thread_name_prefix="hashfed-open")
+        self.mail_tasks: set[asyncio.Task[None]] = set()
         self.send_mail = send_mail or (
             (lambda to, number: send_case_number(config, to, number, desk.origin))
             if config.smtp_host
@@ -297,7 +306,7 @@ def _only(data: dict[str, Any], allowed: Iterable[str]) -> None:
         )
 
 
-def _opened_json(opened: OpenedCase, email_sent: bool | None) -> dict[str, Any]:
+def _opened_json(opened: OpenedCase, emailing: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "case": opened.number,
         "state": opened.state,
@@ -306,12 +315,34 @@ def _opened_json(opened: OpenedCase, email_sent: bool | None) -> dict[str, Any]:
     }
     if opened.pin is not None:
         out["pin"] = opened.pin
-    if email_sent is not None:
-        out["email_sent"] = email_sent
+    if emailing:
+        out["email"] = "queued"
     return out
 
 
+def _send_in_background(api: CaseApi, email: str, number: str) -> None:
+    """Sends the case number by email on a thread, after the answer is made: its
+    outcome (only logged) can never delay or change the answer."""
+
+    def send() -> None:
+        assert api.send_mail is not None
+        try:
+            api.send_mail(email, number)
+        except MailError as exc:
+            log.warning("case desk: %s", exc)
+        except Exception as exc:  # never let a mail failure escape unlogged
+            log.error("case desk: the email failed (%s)", type(exc).__name__)
+
+    task = asyncio.get_running_loop().create_task(asyncio.to_thread(send))
+    api.mail_tasks.add(task)
+    task.add_done_callback(api.mail_tasks.discard)
+
+
+@own_timeout
 async def open_case(request: web.Request) -> web.Response:
+    """Opens a case. The request timeout bounds everything before the case is stored
+    (reading the body, waiting for and hashing the PIN); nothing after it can keep
+    the number and PIN from the answer: the email goes out in the background."""
     api = request.app[CASE_API]
     wait = api.take_opening(request)
     metrics = app_metrics(request.app)
@@ -320,40 +351,52 @@ async def open_case(request: web.Request) -> web.Response:
             metrics.case_rate_limited.labels("opening").inc()
         return _too_many(wait, "cases opened")
     try:
-        data = await _json_body(request, required=True)
-        _only(data, ("hashes", "pin", "email"))
+        async with asyncio.timeout(request_timeout(request)):
+            prepared = await _prepare_case(request, api)
     except _Refused as refused:
         return refused.response
-    email = data.get("email")
-    try:
-        hashes = parse_case_hashes(data.get("hashes"), api.desk.policy)
-        if email is not None:
-            if api.send_mail is None:
-                raise InvalidCase(
-                    "this case desk does not send email; leave 'email' out and write the "
-                    "case number down"
-                )
-            try:
-                check_address(email)
-            except ValueError as exc:
-                raise InvalidCase(str(exc)) from None
-        pin = data.get("pin")
-        opened = await api.run_pin_work(functools.partial(api.desk.open_case, hashes, pin))
     except InvalidCase as exc:
         return _error(400, str(exc))
+    except TimeoutError:
+        # Nothing is stored yet: the person may simply try again.
+        raise web.HTTPServiceUnavailable(text="request timed out\n") from None
+    email, ready = prepared
+    # From here on the case is stored and its answer must be sent: no timeout, and
+    # a cancelled request still finishes storing (the thread runs on regardless).
+    opened = await asyncio.to_thread(api.desk.commit_case, ready)
     if metrics is not None:
         metrics.cases_opened.inc()
-    email_sent = None
-    if email is not None and api.send_mail is not None:
-        try:
-            await asyncio.to_thread(api.send_mail, email, opened.number)
-            email_sent = True
-        except MailError as exc:
-            log.warning("case desk: %s", exc)
-            email_sent = False
-    return web.json_response(
-        _opened_json(opened, email_sent), status=201, headers={"Cache-Control": "no-store"}
+    emailing = email is not None and api.send_mail is not None
+    response = web.json_response(
+        _opened_json(opened, emailing), status=201, headers={"Cache-Control": "no-store"}
     )
+    if emailing:
+        assert email is not None
+        _send_in_background(api, email, opened.number)
+    return response
+
+
+async def _prepare_case(request: web.Request, api: CaseApi) -> tuple[str | None, PreparedCase]:
+    """Reads and checks an open request and hashes its PIN; stores nothing."""
+    data = await _json_body(request, required=True)
+    _only(data, ("hashes", "pin", "email"))
+    email = data.get("email")
+    hashes = parse_case_hashes(data.get("hashes"), api.desk.policy)
+    if email is not None:
+        if api.send_mail is None:
+            raise InvalidCase(
+                "this case desk does not send email; leave 'email' out and write the "
+                "case number down"
+            )
+        try:
+            check_address(email)
+        except ValueError as exc:
+            raise InvalidCase(str(exc)) from None
+    pin = data.get("pin")
+    prepared = await asyncio.get_running_loop().run_in_executor(
+        api.open_executor, functools.partial(api.desk.prepare_case, hashes, pin)
+    )
+    return email, prepared
 
 
 async def _pin_request(
@@ -461,6 +504,9 @@ def setup_case_api(
 
     async def stop_pin_threads(_app: web.Application) -> None:
         api.pin_executor.shutdown(wait=True, cancel_futures=True)
+        api.open_executor.shutdown(wait=True, cancel_futures=True)
+        if api.mail_tasks:  # emails under way finish (each SMTP step has its timeout)
+            await asyncio.gather(*api.mail_tasks, return_exceptions=True)
 
     app.on_cleanup.append(stop_pin_threads)
     number = CASES_PATH + "/{number}"

@@ -175,6 +175,16 @@ class CaseHash:
 
 
 @dataclass(frozen=True)
+class PreparedCase:
+    """A case checked and its PIN hashed, not yet stored (:meth:`CaseDesk.prepare_case`)."""
+
+    hashes: tuple[CaseHash, ...]
+    raw: bytes = field(repr=False)
+    stored_pin: str = field(repr=False)
+    generated: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
 class OpenedCase:
     """What opening a case returns: the only time the number (and a generated PIN) exist."""
 
@@ -460,6 +470,11 @@ class CaseDesk:
 
     def open_case(self, hashes: Sequence[CaseHash], pin: str | None = None) -> OpenedCase:
         """Opens a case holding hashes (already parsed), protected by pin or a generated PIN."""
+        return self.commit_case(self.prepare_case(hashes, pin))
+
+    def prepare_case(self, hashes: Sequence[CaseHash], pin: str | None = None) -> PreparedCase:
+        """Checks hashes and pin and hashes the PIN (scrypt): everything of opening a case
+        but storing it. Nothing is written; a prepared case that is never committed is lost."""
         parse_case_hashes(
             [{"kind": str(h.kind), "hash": h.hash.hex(), "quality": h.quality} for h in hashes],
             self.policy,
@@ -469,8 +484,18 @@ class CaseDesk:
             pin = generated = generate_pin()
         else:
             check_pin(pin)
-        raw = secrets.token_bytes(NUMBER_BYTES)
-        stored_pin = hash_pin(pin)
+        return PreparedCase(
+            tuple(hashes), secrets.token_bytes(NUMBER_BYTES), hash_pin(pin), generated
+        )
+
+    def commit_case(self, prepared: PreparedCase) -> OpenedCase:
+        """Stores a prepared case (no scrypt: quick) and returns its number and PIN."""
+        hashes, raw, stored_pin, generated = (
+            prepared.hashes,
+            prepared.raw,
+            prepared.stored_pin,
+            prepared.generated,
+        )
         state = "review" if self.config.review else "pending"
         case_id = _case_id()
         now = self._clock()

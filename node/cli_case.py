@@ -234,10 +234,11 @@ def case_open(
         "\nWrite these down now and keep them safe: you need both to check or withdraw the\n"
         "case. The PIN cannot be recovered or reset by anyone, including the publisher."
     )
-    if answer.get("email_sent") is True:
-        click.echo("The case number was also sent to your email address (not the PIN).")
-    elif answer.get("email_sent") is False:
-        click.echo("The email could not be sent: the case number above is the only copy.")
+    if answer.get("email") == "queued":
+        click.echo(
+            "The case number is also being sent to your email address (not the PIN); if it\n"
+            "does not arrive, the case number above is the only copy."
+        )
 
 
 @case_group.command("status")

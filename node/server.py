@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from hashfed.node import accesslog, logstore, peers
+from hashfed.node import accesslog, logstore, peers, reqtimeout
 from hashfed.node.api import IndexProvider, setup_match_api
 from hashfed.node.auth import SessionStore, check_read, request_peer, setup_auth
 from hashfed.node.authcheck import setup_auth_check
@@ -261,6 +261,9 @@ def _timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamRes
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        request[reqtimeout.REQUEST_TIMEOUT] = seconds
+        if reqtimeout.has_own_timeout(request.match_info.handler):
+            return await handler(request)  # it bounds its own waits (node/reqtimeout.py)
         try:
             async with asyncio.timeout(seconds):
                 return await handler(request)

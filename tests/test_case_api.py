@@ -3,10 +3,12 @@ PIN guessing limits, identical answers, email, and what never reaches the databa
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,7 +110,11 @@ def pdq(seed: int, count: int, quality: int = 100) -> list[dict[str, Any]]:
 
 @asynccontextmanager
 async def desk_server(
-    tmp_path: Path, node: Node | None = None, access_log: bool = False, **cases: Any
+    tmp_path: Path,
+    node: Node | None = None,
+    access_log: bool = False,
+    request_timeout: float | None = None,
+    **cases: Any,
 ) -> AsyncIterator[Desk]:
     """Serves a publisher node with its case desk on loopback."""
     node = node or make_node(tmp_path, "p", "publisher")
@@ -117,7 +123,10 @@ async def desk_server(
     clock = Clock()
     desk = open_case_desk(node.config, node.signer, clock)
     db = open_database(node.config.database)
-    app = create_app(db.conn, node.config.origin, ServerConfig(), peer_signer=node.peer_signer)
+    server = ServerConfig()
+    if request_timeout is not None:
+        server = replace(server, request_timeout=request_timeout)
+    app = create_app(db.conn, node.config.origin, server, peer_signer=node.peer_signer)
     api = setup_case_api(app, desk, config, clock=clock.mono)
     runner = web.AppRunner(
         app,
@@ -575,6 +584,76 @@ def database_bytes(node: Node) -> bytes:
     )
 
 
+async def mail_sent(d: Desk) -> None:
+    """Waits for the emails the desk is sending in the background."""
+    await asyncio.gather(*d.api.mail_tasks)
+
+
+class StallingInbox(Inbox):
+    """An SMTP server that stalls at DATA until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.reached.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_stalling_mail_server_never_keeps_the_number_and_pin_from_the_answer(
+    tmp_path: Path,
+) -> None:
+    """The answer (number and PIN) comes before the email, within a short request
+    timeout, however long the SMTP server stalls; the email is sent afterwards."""
+    controller_mod = pytest.importorskip("aiosmtpd.controller")
+    inbox = StallingInbox()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = controller_mod.Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        async with desk_server(
+            tmp_path,
+            request_timeout=1,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_from="desk@stopncii.example",
+            smtp_starttls=False,
+        ) as d:
+            d.api.send_mail = lambda to, number: send_case_number(d.api.config, to, number, "p")
+            opened = await d.open(pdq(5, 1), email="a@example.org")
+            assert opened["email"] == "queued" and opened["pin"] and opened["case"]
+            assert (await d.status(opened["case"], opened["pin"]))[0] == 200
+            # The email is attempted after the answer, and stalls there.
+            assert await asyncio.to_thread(inbox.reached.wait, 30)
+            assert not inbox.messages
+            inbox.release.set()
+            await mail_sent(d)
+    finally:
+        inbox.release.set()
+        controller.stop()
+    assert len(inbox.messages) == 1 and opened["case"].encode() in inbox.messages[0][2]
+
+
+async def test_opening_a_case_does_not_queue_behind_pin_checks(tmp_path: Path) -> None:
+    async with desk_server(tmp_path, request_timeout=1) as d:
+        busy = threading.Event()
+        blocked = [
+            d.api.pin_executor.submit(busy.wait) for _ in range(d.api.config.pin_workers + 5)
+        ]
+        try:
+            opened = await d.open(pdq(5, 1))  # the PIN threads are all busy
+            assert opened["pin"]
+        finally:
+            busy.set()
+        for future in blocked:
+            future.result()
+
+
 async def test_email_sent_once_and_nothing_identifying_stored_or_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -601,10 +680,13 @@ async def test_email_sent_once_and_nothing_identifying_stored_or_logged(
                 replace(d.api.config, smtp_starttls=True), to, number, "p"
             )
             refused = await d.open(pdq(4, 1), email=address)
-            assert refused["email_sent"] is False and len(inbox.messages) == 0
+            assert refused["email"] == "queued"
+            await mail_sent(d)
+            assert len(inbox.messages) == 0
             d.api.send_mail = lambda to, number: send_case_number(d.api.config, to, number, "p")
             opened = await d.open(pdq(5, 2), email=address, pin=PIN)
-            assert opened["email_sent"] is True
+            assert opened["email"] == "queued"
+            await mail_sent(d)
             number = opened["case"]
             assert (await d.status(number, PIN))[0] == 200
             assert (await d.status(number, "wrong-pin-99"))[0] == 404
@@ -632,7 +714,8 @@ async def test_email_failure_keeps_the_case_and_says_so(tmp_path: Path) -> None:
         tmp_path, smtp_host="127.0.0.1", smtp_port=9, smtp_from="desk@stopncii.example"
     ) as d:
         opened = await d.open(pdq(5, 1), email="a@example.org")
-        assert opened["email_sent"] is False
+        assert opened["email"] == "queued"
+        await mail_sent(d)
         assert (await d.status(opened["case"], opened["pin"]))[0] == 200
         got, body, _ = await d.call(
             "POST", CASES_PATH, {"hashes": pdq(6, 1), "email": "not an address"}

@@ -378,7 +378,7 @@ function showResult(body: Record<string, unknown>, count: number, emailed: boole
   $("result-pin").textContent = pin;
   $("result-summary").textContent = t("result-summary", { n: count });
   if (emailed) {
-    say("result-email", body.email_sent === true ? t("result-email-sent") : t("result-email-failed"));
+    say("result-email", body.email === "queued" ? t("result-email-sent") : t("result-email-failed"));
   }
   for (const entry of [...entries.keys()]) removeEntry(entry);
   input("email").value = "";
