@@ -17,13 +17,8 @@ guarded exactly like a real one. For each case the guard keeps, in memory:
 
 So an attacker holding A networks makes at most ``budget + A`` wrong guesses on
 one case a day. State is bounded: at most ``max_cases`` cases (least recently
-guessed forgotten first) and ``MAX_NETS`` networks a case. Once a case has
-forgotten a network with a wrong PIN in the window, a network it does not
-remember counts as already guessing wrong: when the budget is spent it waits for
-the next window too (else rotating through more than ``MAX_NETS`` networks would
-give each one a clean record again). The bound then still holds, at the cost
-that a person on a network the case does not remember may also wait. It is not
-persisted: a restart forgets it (no client address is ever written anywhere).
+guessed forgotten first) and ``MAX_NETS`` networks a case. It is not persisted:
+a restart forgets it (no client address is ever written anywhere).
 """
 
 from __future__ import annotations
@@ -42,8 +37,7 @@ WINDOW = 86400
 
 MAX_NETS = 4096
 """Most networks remembered per case; beyond, the least recent is forgotten (it
-keeps counting in the case's budget, and once the budget is spent every network
-the case does not remember is refused until the window ends)."""
+keeps counting in the case's budget)."""
 
 
 def client_net(address: str) -> str:
@@ -80,7 +74,6 @@ class _Case:
     window_start: int
     wrong: int = 0
     guessing: int = 0  # networks with a wrong PIN in the window
-    forgot_guesser: bool = False  # a network with a wrong PIN in the window was forgotten
     nets: OrderedDict[str, _Net] = field(default_factory=OrderedDict)
 
 
@@ -108,7 +101,6 @@ class PinGuard:
             state = _Case(now)
         elif now >= state.window_start + WINDOW:
             state.window_start, state.wrong, state.guessing = now, 0, 0
-            state.forgot_guesser = False
             for net in state.nets.values():
                 net.wrong = 0
         self._cases[case] = state  # now the most recently guessed
@@ -121,9 +113,6 @@ class PinGuard:
         state = self._case(case, now)
         entry = state.nets.get(net)
         if entry is None:
-            # An unknown network may be a forgotten one that guessed wrong.
-            if state.forgot_guesser and state.wrong >= self.budget:
-                raise GuessRefused(state.window_start + WINDOW - now)
             return
         if entry.locked_until > now:
             raise GuessRefused(entry.locked_until - now)
@@ -141,7 +130,6 @@ class PinGuard:
             _, forgotten = state.nets.popitem(last=False)
             if forgotten.wrong:
                 state.guessing -= 1
-                state.forgot_guesser = True
         if right:
             entry.failures = entry.lockouts = 0
             return
