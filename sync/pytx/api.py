@@ -11,6 +11,11 @@ bundle. A fork of the log raises ``Equivocation`` at once, with the evidence
 when there is a whole signed checkpoint to pair: the caller keeps its old
 checkpoint, and no node is trusted past it.
 
+The peer key (the credentials) is only used at a node configured as
+``VKEY@URL``: its sessions are opened with that peer verifier key as the server
+key, so the node must sign its session reply with it before its token is sent
+(specs/peer-auth.md). A bare URL is read anonymously.
+
 pytx calls are synchronous; the client is asyncio (aiohttp), so each
 fetch_iter runs its own event loop, advanced one bundle per ``next()``.
 """
@@ -19,6 +24,7 @@ fetch_iter runs its own event loop, advanced one bundle per ``next()``.
 
 import asyncio
 import logging
+import re
 import time
 import typing as t
 from collections.abc import AsyncGenerator, Iterator
@@ -57,6 +63,11 @@ from threatexchange.signal_type.signal_base import SignalType
 
 log = logging.getLogger(__name__)
 
+PEER_KEY_HINT = (
+    "write the node's URL as VKEY@URL, with its peer verifier key (the 'peer' line of "
+    "'hashfed keys show' on that node)"
+)
+
 HashfedDelta = state.FetchDelta[int, HashfedEntry, HashfedCheckpoint]
 
 
@@ -66,6 +77,13 @@ class HashfedFetchFailed(SyncError):
 
 class HashfedConfigError(ValueError):
     """The collaboration config or the credentials cannot be used."""
+
+
+class HashfedNode(t.NamedTuple):
+    """A configured node: its base URL and, if given, the peer key it must prove."""
+
+    url: str
+    server_key: t.Optional[Verifier]
 
 
 class HashfedSignalExchangeAPI(
@@ -91,7 +109,7 @@ class HashfedSignalExchangeAPI(
             )
         if not collab.urls:
             raise HashfedConfigError(f"hashfed collab {collab.name}: no node URLs configured")
-        self.nodes = [_parse_node(entry, collab.origin) for entry in collab.urls]
+        self.nodes = [_parse_node(entry, collab.log_key.strip()) for entry in collab.urls]
         self.signer: t.Optional[Signer] = None
         if credentials is not None:
             try:
@@ -158,8 +176,8 @@ class HashfedSignalExchangeAPI(
         with asyncio.Runner() as runner:
             session = runner.run(_open_session())
             try:
-                for name, url in self.nodes:
-                    fetcher = self._fetcher(session, name, url)
+                for node in self.nodes:
+                    fetcher = self._fetcher(session, node)
                     bundles = follow(
                         fetcher,
                         self.collab.origin,
@@ -187,8 +205,11 @@ class HashfedSignalExchangeAPI(
                         log.info("hashfed: %s", exc)
                         errors.append("")
                     except SyncError as exc:
-                        log.warning("hashfed: %s; trying the next node", exc)
-                        errors.append(str(exc))
+                        error = str(exc)
+                        if self.signer is not None and node.server_key is None:
+                            error += f" (read anonymously: to use the peer key, {PEER_KEY_HINT})"
+                        log.warning("hashfed: %s; trying the next node", error)
+                        errors.append(error)
                     finally:
                         runner.run(bundles.aclose())
             finally:
@@ -202,9 +223,15 @@ class HashfedSignalExchangeAPI(
                 )
             raise HashfedFetchFailed(message)
 
-    def _fetcher(self, session: aiohttp.ClientSession, name: str, url: str) -> HttpFetcher:
-        auth_client = None if self.signer is None else SessionClient(self.signer, name)
-        return HttpFetcher(session, url, url, auth_client)
+    def _fetcher(self, session: aiohttp.ClientSession, node: HashfedNode) -> HttpFetcher:
+        """Returns the node's fetcher: authenticated only where the node's peer key is
+        configured, which the node must prove (its signed session reply) before the
+        session's token is used; anonymous elsewhere."""
+        auth_client = None
+        if self.signer is not None and node.server_key is not None:
+            key = node.server_key
+            auth_client = SessionClient(self.signer, key.name, server_key=key)
+        return HttpFetcher(session, node.url, node.url, auth_client)
 
     async def _refill(
         self, fetcher: HttpFetcher, current: HashfedCheckpoint
@@ -279,14 +306,40 @@ class HashfedSignalExchangeAPI(
         )
 
 
-def _parse_node(entry: str, origin: str) -> t.Tuple[str, str]:
-    """Returns (key name, URL) of a configured node: "URL" (the publisher) or "name=URL"."""
-    name, sep, url = entry.strip().partition("=")
-    if not sep or "://" in name:
-        name, url = origin, entry.strip()
-    if not url.startswith(("http://", "https://")):
-        raise HashfedConfigError(f"hashfed node {entry!r} is not an http(s) URL")
-    return name, url
+def _parse_node(entry: str, log_key: str) -> HashfedNode:
+    """Returns a configured node: "VKEY@URL" (its peer verifier key) or a bare "URL".
+
+    "name=URL", written before the nodes' peer keys were pinned, is still read:
+    its name is ignored and the node is read anonymously."""
+    text = entry.strip()
+    match = _NODE.fullmatch(text)
+    if match is None:
+        raise HashfedConfigError(f"hashfed node {entry!r} is not an http(s) URL or VKEY@URL")
+    vkey, name, url = match.group("vkey", "name", "url")
+    if name is not None:
+        log.warning(
+            "hashfed node %r: name=URL no longer names the node's key; it is read "
+            "anonymously: to use the peer key, %s",
+            entry,
+            PEER_KEY_HINT,
+        )
+    if vkey is None:
+        return HashfedNode(url, None)
+    try:
+        key = parse_verifier(vkey)
+    except SigningError as exc:
+        raise HashfedConfigError(f"hashfed node {url}: peer key: {exc}") from None
+    if vkey == log_key:
+        raise HashfedConfigError(
+            f"hashfed node {url}: the key before '@' is the log key; {PEER_KEY_HINT}"
+        )
+    return HashfedNode(url, key)
+
+
+_NODE = re.compile(
+    r"(?:(?!https?://)(?:(?P<vkey>[^@\s]+)@|(?P<name>[^=@+\s]+)=))?(?P<url>https?://\S+)",
+    re.IGNORECASE,
+)
 
 
 def _load_policy(collab: HashfedCollabConfig) -> t.Optional[WitnessPolicy]:

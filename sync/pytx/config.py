@@ -32,9 +32,12 @@ class _RequiredFields:
     urls: list[str] = field(
         metadata={
             "help": "base URLs of hashfed nodes serving the log: the publisher or any "
-            "mirror, tried in order. Write name=URL for a node whose peer key is not "
-            "named after the origin (a mirror), so the session handshake names it",
-            "metavar": "URL[,URL...]",
+            "mirror, tried in order. Write VKEY@URL, with the node's peer verifier key "
+            "(peer:<origin>+hash+base64, the 'peer' line of 'hashfed keys show' on that "
+            "node), for the peer key to be used there: the node must prove that key "
+            "before a session token is sent to it. A bare URL is read anonymously (public "
+            "logs only)",
+            "metavar": "VKEY@URL[,...]",
         }
     )
     origin: str = field(
@@ -73,7 +76,8 @@ class HashfedCredentials(auth.CredentialHelper):
     """The peer-authentication key for the session handshake with the nodes.
 
     Not needed for a log the node serves publicly. The node must list the
-    matching verifier key as a peer ('hashfed peers add').
+    matching verifier key as a peer ('hashfed peers add'), and the collab must
+    name the node's own peer key (VKEY@URL): the key is used nowhere else.
     """
 
     ENV_VARIABLE: t.ClassVar[str] = "TX_HASHFED_PEER_KEY"
@@ -83,7 +87,7 @@ class HashfedCredentials(auth.CredentialHelper):
         repr=False,
         metadata={
             "help": "this platform's peer-authentication secret key "
-            "(PRIVATE+KEY+name+hash+base64), e.g. from 'hashfed keys generate'"
+            "(PRIVATE+KEY+peer:name+hash+base64); used only at nodes given as VKEY@URL"
         },
     )
 

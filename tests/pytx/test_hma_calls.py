@@ -28,15 +28,20 @@ import pickle
 import typing as t
 from pathlib import Path
 
+import pytest
 from aiohttp import web
+from hashfed.node import peers
+from hashfed.node.db import transaction
 from hashfed.node.home import Node, init_node
 from hashfed.node.ownlog import NewHash
 from hashfed.protocol.records import Kind
 from hashfed.signing.keys import generate_key
+from hashfed.sync.auth import SESSION_PATH
 from hashfed.sync.pytx import HashfedSignalExchangeAPI
+from hashfed.sync.pytx.api import HashfedFetchFailed
 from hashfed.sync.pytx.config import HashfedCheckpoint, HashfedCollabConfig, HashfedCredentials
 from hashfed.sync.pytx.entries import HashfedSignalMetadata
-from synchelpers import Relay, clock, is_bundle, map_bundle, pdq_hashes, serve
+from synchelpers import NOWHERE, Relay, clock, is_bundle, map_bundle, pdq_hashes, serve
 from threatexchange.exchanges.fetch_state import FetchCheckpointBase, FetchDelta
 from threatexchange.signal_type.md5 import VideoMD5Signal
 from threatexchange.signal_type.pdq.signal import PdqSignal
@@ -178,15 +183,17 @@ def active_pdq(node: Node) -> dict[str, set[str]]:
     return bank
 
 
-def make_store(url: str, node: Node) -> HmaStore:
-    """Returns HMA's storage with the exchange configured for node's log at url. The
-    platform's peer key is not one the node knows, so it reads the public log."""
+def make_store(url: str, node: Node, peer_key: str | None = None) -> HmaStore:
+    """Returns HMA's storage with the exchange configured for node's log at url ([VKEY@]URL).
+    Without peer_key, the platform's peer key is not one the node knows, so it reads
+    the public log."""
     # What HMA's POST /c/exchanges does with {"bank": ..., "api": ..., "api_json": {...}}.
     api_json = {"urls": [url], "origin": ORIGIN, "log_key": node.signer.vkey()}
     api_json.update(name="STOPNCII", enabled=True, api=HashfedSignalExchangeAPI.get_name())
     collab = dataclass_json.dataclass_load_dict(api_json, HashfedCollabConfig)
-    peer_skey, _ = generate_key("peer:hma.test/platform")
-    return HmaStore(collab, HashfedCredentials(peer_skey))
+    if peer_key is None:
+        peer_key, _ = generate_key("peer:hma.test/platform")
+    return HmaStore(collab, HashfedCredentials(peer_key))
 
 
 async def in_thread(call: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
@@ -288,3 +295,42 @@ async def test_content_a_relay_withheld_arrives_at_the_next_fetch(tmp_path: Path
             checkpoint = store.checkpoint()
             assert isinstance(checkpoint, HashfedCheckpoint) and checkpoint.missing == []
             assert store.bank() == active_pdq(p) and len(store.bank()) == 20
+
+
+async def test_a_node_that_cannot_prove_its_peer_key_gets_no_token(tmp_path: Path) -> None:
+    p = init_node(tmp_path / "p", ORIGIN, "publisher")
+    publish(p, pdq_hashes(10, seed=1))
+    peer_skey, peer_vkey = generate_key("peer:hma.test/platform")
+    with transaction(p.db) as conn:
+        peers.add_peer(conn, "platform", NOWHERE, peer_vkey)
+    async with serve(p) as url:  # the log is private: only its peers read it
+        relay = Relay(url)  # sees whatever the exchange sends
+        authorized: list[str] = []
+
+        async def record(request: web.Request, status: int, body: bytes) -> bytes:
+            if "Authorization" in request.headers:
+                authorized.append(request.path)
+            return body
+
+        relay.tamper = record
+        async with relay.running() as relay_url:
+            # A server holding another peer key than the configured one: its session
+            # reply does not verify, so its token is never used.
+            _, impostor = generate_key("peer:" + ORIGIN)
+            store = make_store(f"{impostor}@{relay_url}", p, peer_skey)
+            with pytest.raises(HashfedFetchFailed, match="did not prove that it holds"):
+                await in_thread(hma_fetch, store)
+            assert relay.paths == [SESSION_PATH] and authorized == []
+            assert store.checkpoint_json is None
+
+            # No peer key configured for the URL: no session at all, and the error says
+            # how to configure one.
+            store = make_store(relay_url, p, peer_skey)
+            with pytest.raises(HashfedFetchFailed, match=r"read anonymously.*VKEY@URL"):
+                await in_thread(hma_fetch, store)
+            assert SESSION_PATH not in relay.paths[1:] and authorized == []
+
+            # The node's own peer key: it proves it, and its token opens the private log.
+            store = make_store(f"{p.peer_signer.vkey()}@{relay_url}", p, peer_skey)
+            assert await in_thread(hma_fetch, store)
+            assert authorized and store.bank() == active_pdq(p)

@@ -131,7 +131,22 @@ def test_fetch_match_withdraw_no_match(tmp_path: Path, publisher: tuple[Publishe
     assert "HTTP 401" in refused.stderr and "no peer key configured" in refused.stderr
     assert not tx.state_file.exists()
 
+    # The peer key alone is not enough: it is only used at a node whose own peer key
+    # is configured (VKEY@URL), which the node proves in its session reply.
     tx.env["TX_HASHFED_PEER_KEY"] = peer_key
+    refused = tx.fetch()
+    assert refused.returncode != 0, refused.stderr
+    assert "HTTP 401" in refused.stderr and "VKEY@URL" in refused.stderr
+    assert not tx.state_file.exists()
+
+    shown = hashfed("--dir", str(pub.home), "keys", "show", "peer")
+    assert shown.returncode == 0, shown.stderr
+    node_key = shown.stdout.strip()
+    edit = tx.tx(
+        "config", "collab", "edit", "hashfed", "stopncii", "--urls", f"{node_key}@{pub.url}",
+        "--origin", ORIGIN, "--log-key", pub.log_key,
+    )  # fmt: skip
+    assert edit.returncode == 0, edit.stderr
     fetched = tx.fetch()
     assert fetched.returncode == 0, fetched.stderr
     found = tx.matches(PHOTO)

@@ -76,14 +76,43 @@ def test_a_bad_peer_key_is_refused() -> None:
     assert skey not in repr(HashfedCredentials(skey))
 
 
-def test_mirror_urls_name_their_key() -> None:
+def test_node_urls_carry_the_peer_key_the_node_must_prove() -> None:
+    _, publisher_key = generate_key("peer:" + ORIGIN)
+    _, mirror_key = generate_key("peer:mirror.test/node")
     api = HashfedSignalExchangeAPI(
-        collab(urls=["http://127.0.0.1:1", "mirror.test/node=https://mirror.test"])
+        collab(
+            urls=[
+                f"{publisher_key}@http://127.0.0.1:1",
+                f" {mirror_key}@https://mirror.test/base ",
+                "https://cdn.test",
+                "mirror.test/node=https://old.test",  # before peer keys: read anonymously
+            ]
+        )
     )
-    assert api.nodes == [
-        (ORIGIN, "http://127.0.0.1:1"),
-        ("mirror.test/node", "https://mirror.test"),
+    assert [node.url for node in api.nodes] == [
+        "http://127.0.0.1:1",
+        "https://mirror.test/base",
+        "https://cdn.test",
+        "https://old.test",
     ]
+    keys = [node.server_key and node.server_key.vkey() for node in api.nodes]
+    assert keys == [publisher_key, mirror_key, None, None]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense@http://127.0.0.1:1", "peer key"),
+        ("{log_key}@http://127.0.0.1:1", "is the log key"),
+        ("{log_key}=http://127.0.0.1:1", "VKEY@URL"),
+        ("{log_key} http://127.0.0.1:1", "VKEY@URL"),
+    ],
+)
+def test_a_bad_node_peer_key_is_refused(url: str, message: str) -> None:
+    config = collab()
+    config = dataclasses.replace(config, urls=[url.format(log_key=config.log_key)])
+    with pytest.raises(HashfedConfigError, match=message):
+        HashfedSignalExchangeAPI(config)
 
 
 def test_checkpoint_round_trips_json_and_pickle_and_detects_corruption() -> None:
