@@ -52,13 +52,14 @@ async def _ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        while proc.poll() is None:
+        while proc.poll() is None:  # ready: bound and the match index loaded
             try:
-                async with session.get(url + "/healthz") as resp:
+                async with session.get(url + "/readyz") as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
+                pass
+            await asyncio.sleep(0.05)
     error = log.read_text(errors="replace")[-500:]
     raise RuntimeError(f"hashfed serve exited before it was ready: {error}")
 
