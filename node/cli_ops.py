@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from hashfed.node.config import load_config
 from hashfed.node.home import open_node
+from hashfed.node.logsetup import log_options, start_logging
 from hashfed.node.migrate import plan
 from hashfed.node.output import emit
 from hashfed.node.recovery import backup, recover, restore
@@ -71,8 +72,16 @@ def restore_command(home: Path, src: Path) -> None:
 )
 @click.option("--peer-vkey", help="The peer's peer-authentication key, when --from is a URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@log_options
 @click.pass_obj
-def recover_command(home: Path, source: str, peer_vkey: str | None, as_json: bool) -> None:
+def recover_command(
+    home: Path,
+    source: str,
+    peer_vkey: str | None,
+    as_json: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
     """Rebuild this publisher's own log from a partner's mirror, then let it append again.
 
     It learns the largest size this log signed (from its witnesses and its
@@ -89,6 +98,8 @@ def recover_command(home: Path, source: str, peer_vkey: str | None, as_json: boo
     """
     if peer_vkey is None and "://" in source:
         raise click.UsageError("--from is a URL: give the peer's key with --peer-vkey")
+    if log_level or log_format:  # the sync events, logged as serve logs them
+        start_logging(load_config(home).log, log_level, log_format)
     report = asyncio.run(recover(home, source, peer_vkey, lambda line: click.echo(line, err=True)))
     row = {
         "origin": report.origin,

@@ -12,11 +12,11 @@ from typing import Any
 import click
 import sqlite_utils
 from hashfed.node import logstore
-from hashfed.node.config import NodeConfig
+from hashfed.node.config import NodeConfig, load_config
 from hashfed.node.errors import NodeError
 from hashfed.node.health import UNKNOWN, assess, row_problems, status_rows
 from hashfed.node.home import Node, open_node
-from hashfed.node.logsetup import log_options
+from hashfed.node.logsetup import log_options, start_logging
 from hashfed.node.output import emit, iso_time, output_options
 from hashfed.node.policyfile import load_policy
 from hashfed.node.syncer import Outcome, sync_node
@@ -81,21 +81,31 @@ def _outcome_row(outcome: Outcome, flagged: int) -> dict[str, Any]:
 @click.option("--origin", help="Sync only this origin.")
 @click.option("-s", "--silent", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@log_options
 @click.pass_obj
 def sync_command(
-    home: Path, peer_name: str | None, origin: str | None, silent: bool, as_json: bool
+    home: Path,
+    peer_name: str | None,
+    origin: str | None,
+    silent: bool,
+    as_json: bool,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Fetch, verify and apply the logs this node trusts, from its peers.
 
     Each checkpoint's signature, its consistency with every checkpoint this node
     holds, the inclusion of every entry and every record are checked before
     anything is applied. Exits 1 if any origin could not be synced (no peer could
-    serve it), or applied nothing because its witness quorum was missing.
+    serve it), or applied nothing because its witness quorum was missing. With
+    --log-level or --log-format it also logs its events to stderr as serve does.
 
     \b
     Example:
         hashfed sync --peer stopncii --json
     """
+    if log_level or log_format:  # the events 'serve' logs, here on request only
+        start_logging(load_config(home).log, log_level, log_format)
     with open_node(home) as node, _progress_bars(silent or as_json) as factory:
         outcomes = asyncio.run(
             sync_node(node, peer_name=peer_name, origin=origin, progress=factory)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -98,3 +101,23 @@ async def test_status_table_fits_100_columns(tmp_path: Path) -> None:
     assert {"lag_entries", "last_peer", "feedback", "age_seconds", "last_error"} <= set(
         wide[1].split()
     )
+
+
+async def test_sync_logs_its_events_on_request(tmp_path: Path) -> None:
+    """--log-format/--log-level give 'hashfed sync' the event lines 'serve' logs."""
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 3)
+    allow(p, a)
+    trust(a, p)
+    command = [sys.executable, "-m", "hashfed.node", "--dir", str(a.config.home), "sync"]
+    async with serve(p) as url:
+        use(a, p, url)
+        a.close()
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=300)
+        done = await asyncio.to_thread(
+            run, [*command, "--silent", "--log-format", "json", "--log-level", "info"]
+        )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (synced,) = [e for e in events if e.get("event") == "sync"]
+    assert synced["origin"] == p.config.origin and synced["to_size"] == 3
