@@ -163,10 +163,15 @@ docs: $(STAMP)
 	mv docs/configuration.md.tmp docs/configuration.md
 
 # Longer campaigns: property tests over every decoder of outside bytes
-# (tests/test_fuzz_decoders.py), and schemathesis against a live node for 10 minutes.
+# (tests/test_fuzz_decoders.py), schemathesis against a live node for 10 minutes, and
+# atheris (coverage-guided, libFuzzer) over the same decoders for 5 minutes.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_decoders.py
 	HASHFED_FUZZ_SECONDS=600 $(PY) -m pytest -q -s tests/test_openapi.py
+	@if $(PIP) install --quiet "atheris>=2.3"; then \
+		mkdir -p build/fuzz && cd build/fuzz && \
+		../../$(PY) ../../tests/fuzz_atheris.py -max_total_time=300; \
+	else echo "atheris does not install here: the coverage-guided campaign is skipped"; fi
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(PYTX_VENV) $(CORPUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
