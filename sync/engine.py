@@ -83,7 +83,7 @@ from hashfed.signing.errors import SigningError
 from hashfed.signing.keys import Verifier
 from hashfed.signing.note import VerifierList
 from hashfed.sync.errors import Equivocation, Halted, NotFollowed, PeerFault, SyncError
-from hashfed.sync.fetch import Fetcher
+from hashfed.sync.fetch import Fetcher, fetch_bundle
 from hashfed.sync.store import ApplyTx, BankAddition, LogState, Staged, SyncStore
 
 ROLES = ("publisher", "partner")
@@ -236,27 +236,8 @@ async def _fetch_pair(
     fetcher: Fetcher, origin: str, index: int, width: int
 ) -> tuple[Staged, list[bytes], list[bytes]]:
     """Fetches bundle index and its content; returns them staged, with the entries split."""
-    entries, content = await asyncio.gather(
-        fetcher.bundle(origin, index, width), fetcher.content(origin, index, width)
-    )
-    what = f"{fetcher.name}: bundle {index}"
-    try:
-        items = split_bundle(entries, what)
-        contents = split_bundle(content, what + " content")
-    except MalformedBundle as exc:
-        raise PeerFault(str(exc)) from None
-    if len(items) < width or len(contents) < width or len(items) > ENTRY_BUNDLE_WIDTH:
-        raise PeerFault(
-            f"{what} holds {len(items)} entries and {len(contents)} contents, want {width}"
-        )
-    # A bundle of exactly width items is its own prefix: no need to re-encode it.
-    staged = Staged(
-        index,
-        width,
-        entries if len(items) == width else encode_bundle(items[:width]),
-        content if len(contents) == width else encode_bundle(contents[:width]),
-    )
-    return staged, items[:width], contents[:width]
+    items, contents, entries, content = await fetch_bundle(fetcher, origin, index, width)
+    return Staged(index, width, entries, content), items, contents
 
 
 class _RootMismatch(Exception):

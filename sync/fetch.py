@@ -22,13 +22,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from hashfed.protocol.errors import MalformedBundle
 from hashfed.protocol.merkle import HASH_SIZE
 from hashfed.protocol.tiles import (
     ENTRY_BUNDLE_WIDTH,
     TILE_WIDTH,
     content_path,
+    encode_bundle,
     entries_path,
     log_prefix,
+    split_bundle,
     tile_path,
 )
 from hashfed.sync.auth import SessionClient, SessionRefused
@@ -167,3 +170,33 @@ class HttpFetcher:
             raise PeerFault(f"{self.name}: {path}: {type(exc).__name__}: {exc}") from None
         except asyncio.CancelledError:
             raise
+
+
+async def fetch_bundle(
+    fetcher: Fetcher, origin: str, index: int, width: int
+) -> tuple[list[bytes], list[bytes], bytes, bytes]:
+    """Fetches entry bundle index and its content bundle; returns their first width items
+    and the two bundles of exactly those items, as bytes (the bytes served when they hold
+    width items, which is the usual case, else re-encoded).
+
+    Raises PeerFault if either is malformed or holds fewer than width items.
+    """
+    entries, content = await asyncio.gather(
+        fetcher.bundle(origin, index, width), fetcher.content(origin, index, width)
+    )
+    what = f"{fetcher.name}: bundle {index}"
+    try:
+        items = split_bundle(entries, what)
+        contents = split_bundle(content, what + " content")
+    except MalformedBundle as exc:
+        raise PeerFault(str(exc)) from None
+    if len(items) < width or len(contents) < width or len(items) > ENTRY_BUNDLE_WIDTH:
+        raise PeerFault(
+            f"{what} holds {len(items)} entries and {len(contents)} contents, want {width}"
+        )
+    return (
+        items[:width],
+        contents[:width],
+        entries if len(items) == width else encode_bundle(items[:width]),
+        content if len(contents) == width else encode_bundle(contents[:width]),
+    )

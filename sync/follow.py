@@ -36,7 +36,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint
-from hashfed.protocol.errors import MalformedBundle, ProofFailed, ProtocolError
+from hashfed.protocol.errors import ProofFailed, ProtocolError
 from hashfed.protocol.evidence import Evidence
 from hashfed.protocol.merkle import (
     EMPTY_ROOT,
@@ -49,12 +49,12 @@ from hashfed.protocol.merkle import (
     root_from_subtrees,
     subtree_root,
 )
-from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TileHashReader, split_bundle
+from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TileHashReader
 from hashfed.signing.errors import SigningError
 from hashfed.signing.keys import Verifier
 from hashfed.signing.note import VerifierList
 from hashfed.sync.errors import Equivocation, PeerFault, SyncError
-from hashfed.sync.fetch import Fetcher
+from hashfed.sync.fetch import Fetcher, fetch_bundle
 
 _BUNDLE_LEVEL = ENTRY_BUNDLE_WIDTH.bit_length() - 1  # a full bundle is a level-8 subtree
 
@@ -184,7 +184,7 @@ async def follow(
         )
     proofs = _PeerTree(fetcher, origin, checkpoint)
     wanted = _bundles(tree.size, checkpoint.size)
-    tasks: dict[int, asyncio.Task[tuple[list[bytes], list[bytes]]]] = {}
+    tasks: dict[int, asyncio.Task[tuple[list[bytes], list[bytes], bytes, bytes]]] = {}
     try:
         for position, (index, _) in enumerate(wanted):
             for ahead, ahead_width in wanted[position : position + window]:
@@ -192,7 +192,7 @@ async def follow(
                     tasks[ahead] = asyncio.create_task(
                         fetch_bundle(fetcher, origin, ahead, ahead_width)
                     )
-            entries, contents = await tasks.pop(index)
+            entries, contents, _, _ = await tasks.pop(index)
             skip = tree.size - index * ENTRY_BUNDLE_WIDTH
             new = entries[skip:]
             extended = tree.extend(leaf_hashes(new))
@@ -213,29 +213,6 @@ def _bundles(old: int, new: int) -> list[tuple[int, int]]:
     return [
         (i, min(ENTRY_BUNDLE_WIDTH, new - i * ENTRY_BUNDLE_WIDTH)) for i in range(first, last + 1)
     ]
-
-
-async def fetch_bundle(
-    fetcher: Fetcher, origin: str, index: int, width: int
-) -> tuple[list[bytes], list[bytes]]:
-    """Fetches entry bundle index and its content bundle; returns their first width items.
-
-    Raises PeerFault if either is malformed or holds fewer than width items.
-    """
-    entries, content = await asyncio.gather(
-        fetcher.bundle(origin, index, width), fetcher.content(origin, index, width)
-    )
-    what = f"{fetcher.name}: bundle {index}"
-    try:
-        items = split_bundle(entries, what)
-        contents = split_bundle(content, what + " content")
-    except MalformedBundle as exc:
-        raise PeerFault(str(exc)) from None
-    if len(items) < width or len(contents) < width or len(items) > ENTRY_BUNDLE_WIDTH:
-        raise PeerFault(
-            f"{what} holds {len(items)} entries and {len(contents)} contents, want {width}"
-        )
-    return items[:width], contents[:width]
 
 
 class _MissingTile(Exception):
