@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -129,12 +130,21 @@ def _photo(tmp: Path) -> Path:
     return path
 
 
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
 def _video(tmp: Path, size: int) -> Path:
+    """An MP4 of size bytes with a video track (only those are videos) and random media."""
     block = np.random.default_rng(5).bytes(1 << 20)
+    track = _box(b"trak", _box(b"mdia", _box(b"hdlr", bytes(8) + b"vide" + bytes(13))))
+    head = _box(b"ftyp", b"isom\x00\x00\x02\x00isommp41")
+    head += _box(b"moov", _box(b"mvhd", bytes(100)) + track)
+    blocks = size // len(block)
     path = tmp / "video.mp4"
     with open(path, "wb") as f:
-        f.write(b"\x00\x00\x00\x18ftypmp42" + block[12:])
-        for _ in range(size // len(block) - 1):
+        f.write(head + struct.pack(">I4s", 8 + blocks * len(block), b"mdat"))
+        for _ in range(blocks):
             f.write(block)
     return path
 

@@ -69,7 +69,7 @@ def phase_logkey(pub_home: Path) -> dict[str, str]:
     from hashfed.node.home import open_node
 
     with open_node(pub_home) as node:
-        return {"vkey": node.signer.vkey()}
+        return {"vkey": node.signer.vkey(), "peer_vkey": node.peer_signer.vkey()}
 
 
 def _child(*args: str, python: str = sys.executable, module: str = "bench.bench_pytx") -> dict:  # type: ignore[type-arg]
@@ -89,14 +89,17 @@ def run(quick: bool) -> list[Row]:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         _child("setup", str(pub), str(part), url, str(count), module="bench.bench_sync")
-        vkey = _child("logkey", str(pub))["vkey"]
+        keys = _child("logkey", str(pub))
+        vkey = keys["vkey"]
         server = _start(
             [str(hashfed), "--dir", str(pub), "serve", "--port", str(port), "--no-sync"],
             f"{url}/healthz",
             Path(tmp) / "serve.log",
         )
         try:
-            exchange = _child("pytx", str(part), url, vkey, python=str(PYTX_PYTHON))
+            # VKEY@URL: the exchange signs in only where the node proves its peer key.
+            node_url = f"{keys['peer_vkey']}@{url}"
+            exchange = _child("pytx", str(part), node_url, vkey, python=str(PYTX_PYTHON))
             node = _child("sync", str(part), module="bench.bench_sync")
         finally:
             _stop(server)
