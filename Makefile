@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Strict editable installs link each module at install time, so any change to
 # the set of modules (or to pyproject.toml) triggers a reinstall.
-SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort) $(wildcard node/casepage_static/*)
+SOURCES := $(shell find node protocol signing sync hasher -name '*.py' -o -name '*.pyi' -o -name py.typed 2>/dev/null | sort) $(wildcard node/http/casepage_static/*)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
 # The python-threatexchange extension (hashfed.sync.pytx) is tested with the real
@@ -44,8 +44,8 @@ endif
 # (<node dir>/cache/numba) from this folder rather than compiling at its first start.
 KERNEL_CACHE := $(abspath $(VENV))/share/hashfed/numba-cache
 WARM := $(VENV)/.kernels-warm
-$(WARM): $(STAMP) hasher/kernels.py hasher/index.py
-	NUMBA_CACHE_DIR=$(KERNEL_CACHE) $(PY) -m hashfed.hasher.kernels
+$(WARM): $(STAMP) node/match/kernels.py node/match/index.py
+	NUMBA_CACHE_DIR=$(KERNEL_CACHE) $(PY) -m hashfed.node.match.kernels
 	touch $@
 
 venv: $(STAMP) $(WARM)
@@ -54,7 +54,7 @@ run: $(STAMP) $(WARM)
 	$(PY) -m hashfed.node.demo
 
 # The person's page (web/) is built with the pinned npm toolchain (web/package-lock.json)
-# into node/casepage_static/, which the wheel ships; the Node test harnesses go to web/build/.
+# into node/http/casepage_static/, which the wheel ships; the Node test harnesses go to web/build/.
 WEB_SOURCES := $(shell find web/src web/test web/static -type f 2>/dev/null) web/build.mjs
 WEB_STAMP   := web/build/.built
 web/node_modules/.installed: web/package.json web/package-lock.json
@@ -130,10 +130,10 @@ $(PYTX_VENV)/bin/python: $(VENV)/bin/python
 	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
 
 # Both venvs link build/__editable__*: this one is installed after .venv's kernels are warm.
-$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) $(WARM) pyproject.toml hasher/kernels.py
+$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) $(WARM) pyproject.toml node/match/kernels.py
 	rm -f $(PYTX_VENV)/.installed-*
 	$(PYTX_VENV)/bin/pip install --quiet -e '.[dev,pytx]' --config-settings editable_mode=strict
-	NUMBA_CACHE_DIR=$(abspath $(PYTX_VENV))/share/hashfed/numba-cache $(PYTX_VENV)/bin/python -m hashfed.hasher.kernels
+	NUMBA_CACHE_DIR=$(abspath $(PYTX_VENV))/share/hashfed/numba-cache $(PYTX_VENV)/bin/python -m hashfed.node.match.kernels
 	touch $@
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets

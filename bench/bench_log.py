@@ -31,7 +31,7 @@ def _random_batch(rng: random.Random, n: int) -> list[tuple[bytes, int]]:
 
 def phase_publish(home: Path, count: int) -> dict[str, float]:
     from hashfed.node.home import init_node
-    from hashfed.node.ownlog import NewHash
+    from hashfed.node.services.ownlog import NewHash
     from hashfed.protocol.records import Kind
 
     rng = random.Random(1)
@@ -63,9 +63,9 @@ def phase_raw(path: Path, count: int) -> dict[str, float]:
 
 
 def phase_verify(home: Path) -> dict[str, float]:
-    from hashfed.node import logstore
     from hashfed.node.home import open_node
-    from hashfed.node.verify import VerifyReport, verify_bank, verify_log
+    from hashfed.node.services.verify import VerifyReport, verify_bank, verify_log
+    from hashfed.node.store import logstore
 
     with open_node(home) as node:
         log = logstore.get_log(node.db.conn, node.config.origin)

@@ -92,7 +92,7 @@ def child(impl: str, workdir: Path) -> dict[str, Any]:
     single: Any
     batch: Any
     if impl == "ours":
-        from hashfed.hasher.index import PdqIndex, warm_up
+        from hashfed.node.match.index import PdqIndex, warm_up
 
         warm_up()
         q_bytes = [q.tobytes() for q in qs]

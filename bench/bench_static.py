@@ -49,9 +49,9 @@ end
 
 def phase_setup(pub: Path, partners: list[Path], count: int) -> dict[str, float]:
     """Creates the publisher (count records) and partner nodes that may read it."""
-    from hashfed.node import peers
-    from hashfed.node.db import transaction
     from hashfed.node.home import init_node
+    from hashfed.node.store import peers
+    from hashfed.node.store.db import transaction
 
     with init_node(pub, PUBLISHER, "publisher") as publisher:
         vkey, peer_vkey = publisher.signer.vkey(), publisher.peer_signer.vkey()
@@ -67,8 +67,8 @@ def phase_setup(pub: Path, partners: list[Path], count: int) -> dict[str, float]
 
 def phase_export(pub: Path, tree: Path, more: int) -> dict[str, float]:
     """Exports the publisher's log into tree (after publishing more records first)."""
-    from hashfed.node.export import export_logs
     from hashfed.node.home import open_node
+    from hashfed.node.services.export import export_logs
 
     if more:
         _publish(pub, more, seed=int(time.time()))
@@ -83,10 +83,10 @@ def phase_sync(part: Path, url: str) -> dict[str, float]:
     """Syncs a fresh partner from url; the time covers the whole sync."""
     import asyncio
 
-    from hashfed.node import peers
-    from hashfed.node.db import transaction
     from hashfed.node.home import open_node
-    from hashfed.node.syncer import sync_node
+    from hashfed.node.services.syncer import sync_node
+    from hashfed.node.store import peers
+    from hashfed.node.store.db import transaction
 
     vkey = (part.parent / "publisher" / "peer.vkey").read_text()
     with open_node(part) as node:

@@ -45,7 +45,7 @@ BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 def _publish(home: Path, count: int, seed: int) -> float:
     """Publishes count random PDQ records in batches of BATCH; returns the seconds spent."""
     from hashfed.node.home import open_node
-    from hashfed.node.ownlog import NewHash
+    from hashfed.node.services.ownlog import NewHash
     from hashfed.protocol.records import Kind
 
     rng = random.Random(seed)
@@ -66,9 +66,9 @@ def _publish(home: Path, count: int, seed: int) -> float:
 
 def phase_setup(pub_home: Path, part_home: Path, url: str, count: int) -> dict[str, float]:
     """Creates both nodes, makes them peers, trusts the publisher, publishes count records."""
-    from hashfed.node import peers
-    from hashfed.node.db import transaction
     from hashfed.node.home import init_node
+    from hashfed.node.store import peers
+    from hashfed.node.store.db import transaction
 
     with (
         init_node(pub_home, PUBLISHER, "publisher") as pub,
@@ -92,7 +92,7 @@ def phase_sync(part_home: Path) -> dict[str, float]:
     import asyncio
 
     from hashfed.node.home import open_node
-    from hashfed.node.syncer import sync_node
+    from hashfed.node.services.syncer import sync_node
 
     with open_node(part_home) as node:
         t0 = time.perf_counter()

@@ -50,9 +50,9 @@ def _levels(count: int) -> list[list[bytes]]:
 def _bodies(home: Path, count: int, steps: int) -> list[list[bytes]]:
     """Creates the witness node in home, witnessing LOGS new logs; returns each log's
     chain of add-checkpoint bodies (old size 0 first, then from each cosigned size)."""
-    from hashfed.node.db import transaction
     from hashfed.node.home import init_node
-    from hashfed.node.ownlog import NewHash
+    from hashfed.node.services.ownlog import NewHash
+    from hashfed.node.store.db import transaction
     from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
     from hashfed.protocol.merkle import consistency_proof, root_from_subtrees
     from hashfed.protocol.records import Kind
@@ -102,10 +102,10 @@ def serve(home: Path) -> None:
     """Runs the node's app with its witness (the child process); prints the port."""
     from aiohttp import web
     from hashfed.node.config import ServerConfig
-    from hashfed.node.db import open_database
     from hashfed.node.home import open_node
-    from hashfed.node.server import create_app
-    from hashfed.node.witness import Witness
+    from hashfed.node.http.app import create_app
+    from hashfed.node.http.witness import Witness
+    from hashfed.node.store.db import open_database
 
     async def main() -> None:
         node = open_node(home)
@@ -213,8 +213,8 @@ def _throughput(quick: bool) -> list[Row]:
 
 async def _publish_latency(tmp: Path, publishes: int) -> list[float]:
     from hashfed.node.home import init_node
-    from hashfed.node.ownlog import NewHash
-    from hashfed.node.witnesspush import push_checkpoint
+    from hashfed.node.services.ownlog import NewHash
+    from hashfed.node.services.witnesspush import push_checkpoint
     from hashfed.protocol.policy import parse_policy
     from hashfed.protocol.records import Kind
 

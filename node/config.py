@@ -145,7 +145,7 @@ class SyncConfig(Section):
 
 @dataclass(frozen=True)
 class CasesConfig(Section):
-    """The publisher's case desk (node/cases.py, specs/case-api.md); partners ignore it."""
+    """The publisher's case desk (services/casedesk.py, specs/case-api.md); partners ignore it."""
 
     review: bool = setting(False, "Hold new cases for the operator's 'hashfed cases approve'.")
     batch_interval: float = setting(
@@ -178,7 +178,7 @@ class CasesConfig(Section):
     )
     lockout: int = setting(
         60,
-        "Seconds of the first lockout; each next one doubles, up to a day (node/pinguard.py).",
+        "Seconds of the first lockout; each next one doubles, up to a day (services/pinguard.py).",
         low=1,
         high=_DAY,
     )
@@ -256,7 +256,7 @@ class LogConfig(Section):
 
 @dataclass(frozen=True)
 class MetricsConfig(Section):
-    """Prometheus GET /metrics and the admin GET /v1/status, for monitoring (node/adminapi.py).
+    """Prometheus GET /metrics and the admin GET /v1/status, for monitoring (node/http/admin.py).
 
     Both are served to holders of the admin token (keys/admin.token) only, never to peers.
     """

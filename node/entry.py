@@ -2,7 +2,7 @@
 
 ``hashfed --version`` is answered here, before the command line (click, the node's
 configuration, SQLite) is imported, so that it costs little more than starting Python.
-Everything else goes to :func:`hashfed.node.cli.main`.
+Everything else goes to :func:`hashfed.node.cli.main.main`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,6 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"hashfed, version {__version__}")
         return
-    from hashfed.node.cli import main as cli
+    from hashfed.node.cli.main import main as cli
 
     cli()

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
-from hashfed.node import logstore
 from hashfed.node.config import NodeConfig, load_config, write_config
-from hashfed.node.db import open_database, transaction
 from hashfed.node.errors import NodeError
-from hashfed.node.ownlog import Clock, OwnLog, system_clock, write_signed_head
+from hashfed.node.services.ownlog import Clock, OwnLog, system_clock, write_signed_head
+from hashfed.node.store import logstore
+from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
 from hashfed.protocol.merkle import EMPTY_ROOT
 from hashfed.protocol.records import check_origin
@@ -33,7 +33,7 @@ API_TOKEN_FILE = Path("keys") / "api.token"
 """The local API token (``Authorization: Bearer`` for ``POST /v1/match``), beside the keys."""
 
 ADMIN_TOKEN_FILE = Path("keys") / "admin.token"
-"""The admin token, for ``GET /metrics`` and ``GET /v1/status`` (node/adminapi.py)."""
+"""The admin token, for ``GET /metrics`` and ``GET /v1/status`` (node/http/admin.py)."""
 
 
 def witness_name(origin: str) -> str:

@@ -11,7 +11,7 @@ so the JSON format carries them as keys::
 
 and the text format puts the same message on one line after the time, level and
 logger. Nothing logs secrets: case numbers, PINs, tokens and email addresses are
-never passed to a logger (the access log names routes, not paths: node/accesslog.py).
+never passed to a logger (the access log names routes, not paths: node/http/accesslog.py).
 """
 
 from __future__ import annotations

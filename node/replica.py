@@ -12,8 +12,8 @@ seeing a consistent snapshot, so replicas need no coordination:
 * new checkpoints, tiles, bank changes and peers are picked up without a
   restart: the server re-reads logs and peers whenever ``PRAGMA data_version``
   says another connection committed, and the match index refreshes every few
-  seconds (node/bankindex.py);
-* tokens any process of the node issued are accepted (node/tokens.py), given
+  seconds (node/match/bank.py);
+* tokens any process of the node issued are accepted (node/services/tokens.py), given
   the same ``keys/session.key``.
 
 It starts and stops like the writer (node/serving.py, ``ServeOptions(read_only=True)``):
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from hashfed.node.bankindex import REFRESH_INTERVAL, BankIndex, refresh_loop
 from hashfed.node.config import NodeConfig, ServerConfig
-from hashfed.node.db import SCHEMA_VERSION
 from hashfed.node.errors import NodeError
 from hashfed.node.home import API_TOKEN_FILE
-from hashfed.node.server import create_app
-from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.node.http.app import create_app
+from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
+from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.node.store.db import SCHEMA_VERSION
 from hashfed.signing.keys import Ed25519Signer, parse_signer, read_key_file
 
 

@@ -7,11 +7,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from hashfed.node.metrics import app_metrics
+from hashfed.node.http.metrics import app_metrics
 from hashfed.node.sdnotify import notify
 
 if TYPE_CHECKING:
-    from hashfed.node.syncer import Outcome
+    from hashfed.node.services.syncer import Outcome
 
 log = logging.getLogger("hashfed.serve")
 

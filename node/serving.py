@@ -8,7 +8,7 @@ Start-up, in order:
 2. bind the port (a port in use is one line too), then call ``announce`` with the
    URL: from here ``GET /healthz`` answers 200, while ``GET /readyz`` and
    ``POST /v1/match`` answer 503 with ``Retry-After``;
-3. load the match index off the event loop (node/indexload.py); ``/readyz``
+3. load the match index off the event loop (node/match/load.py); ``/readyz``
    answers 200 once it is loaded.
 
 SIGTERM or SIGINT stops the node at any moment, warm-up included: the listening
@@ -43,24 +43,24 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 from hashfed.node import servicelog
-from hashfed.node.adminapi import setup_admin
-from hashfed.node.bankindex import BankIndex, refresh_loop
-from hashfed.node.caseapi import serve_cases
-from hashfed.node.cli_sync import witness_loop
+from hashfed.node.cli.output import plural
+from hashfed.node.cli.sync import witness_loop
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
-from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
-from hashfed.node.export import export_loop
 from hashfed.node.home import Node, ensure_admin_token, open_node
-from hashfed.node.indexload import IndexLoader, use_node_cache
+from hashfed.node.http.admin import setup_admin
+from hashfed.node.http.app import create_app
+from hashfed.node.http.cases import serve_cases
+from hashfed.node.http.readiness import Readiness
+from hashfed.node.http.witness import Witness
 from hashfed.node.logsetup import start_logging
-from hashfed.node.output import plural
-from hashfed.node.readiness import Readiness
+from hashfed.node.match.bank import BankIndex, refresh_loop
+from hashfed.node.match.load import IndexLoader, use_node_cache
 from hashfed.node.replica import open_replica_database, read_replica_keys
-from hashfed.node.server import create_app
-from hashfed.node.syncer import Outcome, sync_loop
-from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
-from hashfed.node.witness import Witness
+from hashfed.node.services.export import export_loop
+from hashfed.node.services.syncer import Outcome, sync_loop
+from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.node.store.db import open_database
 
 SHUTDOWN_GRACE = 1.0
 """Seconds requests in flight may take to finish once a stop is requested."""
@@ -272,7 +272,7 @@ async def _serve(
     if config.metrics.enabled:
         setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
     if config.role == "publisher":
-        serve_cases(app, node)  # the case desk (node/caseapi.py) and its batch job
+        serve_cases(app, node)  # the case desk (node/http/cases.py) and its batch job
     await _run(app, config, server, tls, announce, stopping, bound, loader, read_db.conn)
 
 
@@ -333,7 +333,7 @@ async def _run(
     """Binds, announces, loads the index and serves app until stopping is set."""
     runner = web.AppRunner(
         app,
-        access_log=None,  # node/accesslog.py logs every request, by route name
+        access_log=None,  # node/http/accesslog.py logs every request, by route name
         shutdown_timeout=SHUTDOWN_GRACE,
     )
     await runner.setup()

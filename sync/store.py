@@ -15,7 +15,7 @@ two stages, with storage in between:
    store keeps staged bundles in a separate file), and ``clear_staged`` inside
    the transaction takes effect only if it commits.
 
-The node implements this with SQLite (``hashfed.node.syncstore``).
+The node implements this with SQLite (``hashfed.node.store.syncstore``).
 """
 
 from __future__ import annotations

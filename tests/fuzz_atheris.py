@@ -20,9 +20,9 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports():
-    from hashfed.node.api import BadRequest, parse_batch
-    from hashfed.node.cases import InvalidCase, parse_case_hashes, parse_case_number
     from hashfed.node.errors import NodeError
+    from hashfed.node.http.match import BadRequest, parse_batch
+    from hashfed.node.services.casedesk import InvalidCase, parse_case_hashes, parse_case_number
     from hashfed.protocol.checkpoint import open_checkpoint, parse_checkpoint_body
     from hashfed.protocol.evidence import parse_evidence
     from hashfed.protocol.policy import parse_policy

@@ -18,14 +18,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from hashfed.node import logstore, peers
 from hashfed.node.config import ServerConfig, write_config
-from hashfed.node.db import open_database, transaction
 from hashfed.node.home import Node, init_node
-from hashfed.node.ownlog import NewHash
-from hashfed.node.server import create_app
-from hashfed.node.syncer import Outcome, sync_node
-from hashfed.node.syncstore import staging_path
+from hashfed.node.http.app import create_app
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.services.syncer import Outcome, sync_node
+from hashfed.node.store import logstore, peers
+from hashfed.node.store.db import open_database, transaction
+from hashfed.node.store.syncstore import staging_path
 from hashfed.protocol.records import Kind
 from hashfed.protocol.tiles import encode_bundle, split_bundle
 
@@ -241,7 +241,7 @@ def flags(node: Node, origin: str) -> dict[int, str]:
 
 
 def staged_count(node: Node) -> int:
-    # Staged bundles live in their own file beside the node database (node/syncstore.py).
+    # Staged bundles live in their own file beside the node database (node/store/syncstore.py).
     path = staging_path(Path(node.db.conn.execute("PRAGMA database_list").fetchone()[2]))
     if not path.exists():
         return 0

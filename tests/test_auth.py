@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from hashfed.node.auth import (
+from hashfed.node.http.auth import (
     MAX_SESSION_BODY,
     SessionStore,
     check_read,
     request_peer,
     setup_auth,
 )
-from hashfed.node.peers import Peer
+from hashfed.node.store.peers import Peer
 from hashfed.protocol.errors import MalformedSessionRequest
 from hashfed.protocol.session import SessionRequest, parse_session_request, sign_session_request
 from hashfed.signing.keys import Ed25519Signer, generate_key, parse_signer

@@ -1,4 +1,4 @@
-"""/v1/auth/check accepts only canonical paths of the exported tree (node/authcheck.py).
+"""/v1/auth/check accepts only canonical paths of the exported tree (node/http/authcheck.py).
 
 A proxy must pass the normalised path it serves the file from; any other
 spelling (``..``, ``%2e``, ``//``, a query, ...) is refused and never cached,
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node import authcheck
-from hashfed.node.authcheck import log_of_path
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database
-from hashfed.node.server import create_app
+from hashfed.node.http import authcheck
+from hashfed.node.http.app import create_app
+from hashfed.node.http.authcheck import log_of_path
+from hashfed.node.store.db import open_database
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix, tile_path
 from hashfed.sync.auth import SessionClient
 from synchelpers import allow, make_node, origin_of, publish, run_app

@@ -19,8 +19,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from hashfed.node import logstore
-from hashfed.node.caseapi import (
+from hashfed.node.config import CasesConfig, ServerConfig
+from hashfed.node.home import Node
+from hashfed.node.http.app import create_app
+from hashfed.node.http.cases import (
     CASES_PATH,
     MAX_CASE_BODY,
     PIN_HEADER,
@@ -31,12 +33,10 @@ from hashfed.node.caseapi import (
     client_key,
     setup_case_api,
 )
-from hashfed.node.cases import CaseDesk, open_case_desk
-from hashfed.node.config import CasesConfig, ServerConfig
-from hashfed.node.db import open_database
-from hashfed.node.home import Node
-from hashfed.node.mailer import send_case_number
-from hashfed.node.server import create_app
+from hashfed.node.services.casedesk import CaseDesk, open_case_desk
+from hashfed.node.services.mailer import send_case_number
+from hashfed.node.store import logstore
+from hashfed.node.store.db import open_database
 from hashfed.protocol.records import Retraction, Verdict, decode_record
 from hashfed.protocol.tiles import decode_bundle
 from synchelpers import NOW, active_hashes, make_node, origin_of, serve, sync, trust, use
@@ -496,7 +496,7 @@ async def test_pin_guessing_locks_the_case_with_growing_lockouts(tmp_path: Path)
 async def test_unknown_numbers_lock_exactly_like_real_cases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hashfed.node.cases import number_digest, parse_case_number
+    from hashfed.node.services.casedesk import number_digest, parse_case_number
 
     async with desk_server(tmp_path, max_failures=5, lockout=60) as d:
         number = (await d.open(pdq(1, 1), pin=PIN))["case"]
@@ -726,7 +726,7 @@ async def test_email_failure_keeps_the_case_and_says_so(tmp_path: Path) -> None:
 def test_database_holds_no_case_number_or_pin(tmp_path: Path) -> None:
     node = make_node(tmp_path, "p", "publisher")
     desk = open_case_desk(node.config, node.signer)
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     hashes = parse_case_hashes(pdq(4, 3), desk.policy)
     chosen = desk.open_case(hashes, "my-own-pin-77")
@@ -795,7 +795,7 @@ async def test_operator_publishing_ignores_the_minimum(tmp_path: Path) -> None:
 
 
 def test_a_restart_cannot_hold_a_case_forever(tmp_path: Path) -> None:
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     node, before, after = two_desks(tmp_path, max_hold=3600)
     before.open_case(parse_case_hashes(pdq(1, 1), before.policy), PIN)
@@ -845,7 +845,7 @@ def bank_statuses(node: Node) -> list[str]:
 
 
 def test_a_case_rejected_while_a_batch_is_built_is_not_published(tmp_path: Path) -> None:
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     node, serve_desk, cli_desk = two_desks(tmp_path)
     kept = serve_desk.open_case(parse_case_hashes(pdq(1, 2), serve_desk.policy), PIN)
@@ -879,7 +879,7 @@ def test_a_case_rejected_while_a_batch_is_built_is_not_published(tmp_path: Path)
 
 
 def test_a_case_withdrawn_while_a_batch_is_built_stays_withdrawn(tmp_path: Path) -> None:
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     node, serve_desk, person_desk = two_desks(tmp_path)
     case = serve_desk.open_case(parse_case_hashes(pdq(3, 2), serve_desk.policy), PIN)
@@ -904,7 +904,7 @@ def test_a_case_withdrawn_while_a_batch_is_built_stays_withdrawn(tmp_path: Path)
 
 
 def test_hashes_published_while_withdrawing_are_retracted(tmp_path: Path) -> None:
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     node, person_desk, serve_desk = two_desks(tmp_path)
     case = person_desk.open_case(parse_case_hashes(pdq(4, 3), person_desk.policy), PIN)
@@ -932,7 +932,7 @@ def test_hashes_published_while_withdrawing_are_retracted(tmp_path: Path) -> Non
 
 
 def test_reject_truncates_the_wal_so_deleted_hashes_leave_it(tmp_path: Path) -> None:
-    from hashfed.node.cases import parse_case_hashes
+    from hashfed.node.services.casedesk import parse_case_hashes
 
     node = make_node(tmp_path, "p", "publisher")
     node.config = replace(node.config, cases=CasesConfig(review=True))

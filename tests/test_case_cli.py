@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from hashfed.node.caseapi import PIN_HEADER
-from hashfed.node.cli import main
-from hashfed.node.cli_case import check_publisher_url
+from hashfed.node.cli.case import check_publisher_url
+from hashfed.node.cli.main import main
+from hashfed.node.http.cases import PIN_HEADER
 from test_case_api import desk_server, pdq
 
 VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "vectors" / "pdq" / "images"

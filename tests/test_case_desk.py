@@ -1,4 +1,4 @@
-"""Case numbers, PINs and the [cases] configuration (node/cases.py, node/config.py)."""
+"""Case numbers, PINs and the [cases] configuration (node/services/casedesk.py, node/config.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hashfed.node.cases import (
+from hashfed.node.config import CasesConfig, load_config, write_config
+from hashfed.node.errors import NodeError
+from hashfed.node.services.casedesk import (
     InvalidCase,
     check_pin,
     format_case_number,
@@ -17,8 +19,6 @@ from hashfed.node.cases import (
     parse_case_number,
     verify_pin,
 )
-from hashfed.node.config import CasesConfig, load_config, write_config
-from hashfed.node.errors import NodeError
 from synchelpers import make_node
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from hashfed.node import cases as cases_module
-from hashfed.node.bankindex import BankIndex
-from hashfed.node.caseapi import CASES_PATH, PIN_HEADER, CaseApi, setup_case_api
-from hashfed.node.cases import format_case_number, open_case_desk
 from hashfed.node.config import CasesConfig, ServerConfig
-from hashfed.node.db import open_database
-from hashfed.node.pinguard import GuessRefused, PinGuard, client_net
-from hashfed.node.server import create_app
+from hashfed.node.http.app import create_app
+from hashfed.node.http.cases import CASES_PATH, PIN_HEADER, CaseApi, setup_case_api
+from hashfed.node.match.bank import BankIndex
+from hashfed.node.services import casedesk as cases_module
+from hashfed.node.services.casedesk import format_case_number, open_case_desk
+from hashfed.node.services.pinguard import GuessRefused, PinGuard, client_net
+from hashfed.node.store.db import open_database
 from synchelpers import make_node
 
 PIN = "correct-horse-42"

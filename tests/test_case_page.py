@@ -1,4 +1,4 @@
-"""The person's page as the node serves it (node/casepage.py), and its message catalogs.
+"""The person's page as the node serves it (node/http/casepage.py), and its message catalogs.
 
 Browser behaviour is in test_case_page_browser.py; here: the headers that make the
 privacy promise (CSP, no referrer, no cache, no cookie), the language choice, which
@@ -19,16 +19,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hashfed.hasher.formats import ACCEPTED_PHOTO_EXTENSIONS, ACCEPTED_VIDEO_EXTENSIONS
-from hashfed.node.caseapi import RedactingAccessLogger
-from hashfed.node.casepage import (
+from hashfed.node.config import ServerConfig
+from hashfed.node.http.app import create_app
+from hashfed.node.http.casepage import (
     CONTENT_SECURITY_POLICY,
     choose_language,
     setup_case_page,
     static_files,
 )
-from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database
-from hashfed.node.server import create_app
+from hashfed.node.http.cases import RedactingAccessLogger
+from hashfed.node.store.db import open_database
 from synchelpers import make_node
 from webhelpers import ROOT, harness
 
@@ -160,7 +160,7 @@ def test_shipped_build_matches_the_sources(tmp_path: Path) -> None:
     assert names == sorted(p.name for p in out.iterdir())
     for name in names:
         assert (shipped / name).read_bytes() == (out / name).read_bytes(), (
-            f"node/casepage_static/{name} is stale: run `make web` and commit it"
+            f"node/http/casepage_static/{name} is stale: run `make web` and commit it"
         )
 
 

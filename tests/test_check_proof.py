@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from hashfed.node import logstore
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.home import open_node
+from hashfed.node.store import logstore
 from hashfed.protocol.tlog_proof import format_tlog_proof, parse_tlog_proof
 from hashfed.signing.keys import generate_key
 from test_cli_log import MD5, ok

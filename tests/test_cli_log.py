@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from hashfed.node import logstore
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.home import open_node
+from hashfed.node.store import logstore
 from hashfed.protocol.checkpoint import open_checkpoint
 from hashfed.protocol.merkle import check_inclusion, leaf_hash
 from hashfed.protocol.tlog_proof import parse_tlog_proof
@@ -425,7 +425,7 @@ def test_help_is_short_flag(home: Path) -> None:
 
 def test_log_proof_json_and_a_clear_error_for_a_missing_entry(tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from hashfed.node.cli import main
+    from hashfed.node.cli.main import main
     from hashfed.protocol.merkle import check_inclusion
 
     home = tmp_path / "n"

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from hashfed.node.cli import main
-from hashfed.node.output import iso_time, plural
+from hashfed.node.cli.main import main
+from hashfed.node.cli.output import iso_time, plural
 from hashfed.protocol.records import Reason
 from synchelpers import allow, clock, make_node, publish, serve, trust, use
 from test_cli_log import MD5, ok

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.config import DEFAULT_PORT, load_config, write_config
-from hashfed.node.db import open_database
 from hashfed.node.errors import NodeError
 from hashfed.node.home import open_node
+from hashfed.node.store.db import open_database
 from hashfed.signing.keys import ALG_COSIGNATURE_V1, generate_key
 
 ORIGIN = "me.example/hashfed"
@@ -140,7 +140,7 @@ def test_trust_add_list_remove(home: Path) -> None:
     ]
     assert ok(home, "trust", "list", "--csv").splitlines()[0] == "origin,role,vkey"
     with open_node(home) as node:  # trusting made an empty log for sync to fill
-        from hashfed.node import logstore
+        from hashfed.node.store import logstore
 
         log = logstore.get_log(node.db.conn, "stopncii.example/bank")
         assert log is not None and not log.own and log.size == 0 and log.vkey == vkey
@@ -197,7 +197,7 @@ def test_peer_and_log_keys_are_not_confused(home: Path) -> None:
 def test_migration_2_on_a_schema_1_database(tmp_path: Path) -> None:
     import sqlite3
 
-    from hashfed.node.db import MIGRATIONS, SCHEMA_VERSION
+    from hashfed.node.store.db import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hashfed.node import logstore
 from hashfed.node.home import init_node, open_node
-from hashfed.node.ownlog import NewHash
-from hashfed.node.verify import VerifyReport, verify_bank, verify_log
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.services.verify import VerifyReport, verify_bank, verify_log
+from hashfed.node.store import logstore
 from hashfed.protocol.checkpoint import open_checkpoint
 from hashfed.protocol.records import Kind
 from hashfed.signing.note import VerifierList
@@ -32,7 +32,7 @@ CHILD = r"""
 import hashlib, sys
 from pathlib import Path
 from hashfed.node.home import open_node
-from hashfed.node.ownlog import NewHash, OwnLog
+from hashfed.node.services.ownlog import NewHash, OwnLog
 from hashfed.protocol.records import Kind
 
 home, batch, hold_at = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from aiohttp import web
 from click.testing import CliRunner
-from hashfed.node import logstore
-from hashfed.node.cli import main as cli
-from hashfed.node.db import transaction
-from hashfed.node.export import STATE_FILE, export_logs, export_loop
-from hashfed.node.peers import forget_mirror
+from hashfed.node.cli.main import main as cli
+from hashfed.node.services.export import STATE_FILE, export_logs, export_loop
+from hashfed.node.store import logstore
+from hashfed.node.store.db import transaction
+from hashfed.node.store.peers import forget_mirror
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix, tile_path
 from servehelpers import free_port, wait_healthy
 from synchelpers import (

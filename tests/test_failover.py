@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from hashfed.node import peers
-from hashfed.node.db import transaction
 from hashfed.node.errors import NodeError
-from hashfed.node.export import export_logs
+from hashfed.node.services.export import export_logs
+from hashfed.node.store import peers
+from hashfed.node.store.db import transaction
 from synchelpers import (
     NOWHERE,
     Relay,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node import logstore, peers
 from hashfed.node.config import SyncConfig
-from hashfed.node.db import transaction
 from hashfed.node.policyfile import quorum_check
-from hashfed.node.syncstore import SqliteSyncStore
+from hashfed.node.store import logstore, peers
+from hashfed.node.store.db import transaction
+from hashfed.node.store.syncstore import SqliteSyncStore
 from hashfed.protocol.policy import parse_policy
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix
 from hashfed.signing.keys import ALG_COSIGNATURE_V1, generate_key
@@ -157,7 +157,7 @@ def test_quorum_none_policy_is_neither_gating_nor_stale() -> None:
 async def test_verify_accepts_a_mirror_with_skipped_and_content_missing_rows(
     tmp_path: Path,
 ) -> None:
-    from hashfed.node.verify import VerifyReport, verify_bank, verify_log
+    from hashfed.node.services.verify import VerifyReport, verify_bank, verify_log
 
     p = make_node(tmp_path, "p", "publisher")
     a = make_node(tmp_path, "a", min_pdq_quality=90)
@@ -193,7 +193,7 @@ async def test_content_a_relay_blanked_is_fetched_again_from_an_honest_peer(
 ) -> None:
     """A relay that serves empty content items cannot keep a hash out of the bank:
     the next sync from an honest peer fills it in (specs/protocol.md §8.4 rule 5)."""
-    from hashfed.node.bankindex import BankIndex
+    from hashfed.node.match.bank import BankIndex
     from synchelpers import Relay, flags
 
     p, b = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "b")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from hashfed.hasher import EXIF_ROTATED, STORED, Result, hash_path
 from hashfed.hasher.decode import ORIENTATION_TAG
-from hashfed.node.cli_hash import hash_command
+from hashfed.node.cli.hash import hash_command
 from media import movie
 from PIL import Image
 

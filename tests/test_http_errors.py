@@ -10,12 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from hashfed.node.bankindex import BankIndex
-from hashfed.node.caseapi import CASES_PATH, PIN_HEADER, setup_case_api
-from hashfed.node.cases import open_case_desk
 from hashfed.node.config import CasesConfig, ServerConfig
-from hashfed.node.db import open_database
-from hashfed.node.server import create_app
+from hashfed.node.http.app import create_app
+from hashfed.node.http.cases import CASES_PATH, PIN_HEADER, setup_case_api
+from hashfed.node.match.bank import BankIndex
+from hashfed.node.services.casedesk import open_case_desk
+from hashfed.node.store.db import open_database
 from synchelpers import make_node
 
 NESTED = b"[" * 5000

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hashfed.hasher.index import MAX_THRESHOLD, Match, Md5Index, PdqIndex
+from hashfed.node.match.index import MAX_THRESHOLD, Match, Md5Index, PdqIndex
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pdq"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database, transaction
-from hashfed.node.peers import add_peer
-from hashfed.node.server import create_app
+from hashfed.node.http.app import create_app
+from hashfed.node.store.db import open_database, transaction
+from hashfed.node.store.peers import add_peer
 from hashfed.protocol.session import peer_key_name
 from hashfed.signing.keys import generate_key, parse_verifier
 from hashfed.sync.auth import SessionClient, SessionRefused

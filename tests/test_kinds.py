@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hashfed.hasher.index import ExactIndex, Md5Index, PdqIndex
-from hashfed.node.bankindex import BankIndex, index_for, parse_hash
-from hashfed.node.logstore import content_bundle
-from hashfed.node.ownlog import NewHash
+from hashfed.node.match.bank import BankIndex, index_for, parse_hash
+from hashfed.node.match.index import ExactIndex, Md5Index, PdqIndex
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.store.logstore import content_bundle
 from hashfed.protocol.errors import InvalidRecord, MalformedRecord
 from hashfed.protocol.kinds import MD5, PDQ, HashKind, Kind, KindRegistry, kinds, override_kinds
 from hashfed.protocol.records import ContentEncoder, HashContent, decode_content
@@ -114,13 +114,13 @@ def test_a_registered_kind_leaves_nothing_behind() -> None:
 
 def test_error_classes_join_their_package_tree() -> None:
     """Part of the same layout clean-up: no error class derives from bare Exception."""
-    from hashfed.node.api import BadRequest
-    from hashfed.node.auth import AuthError
-    from hashfed.node.casepage import PageMissing
     from hashfed.node.errors import NodeError
-    from hashfed.node.mailer import MailError
-    from hashfed.node.pinguard import GuessRefused
-    from hashfed.node.tokens import InvalidToken
+    from hashfed.node.http.auth import AuthError
+    from hashfed.node.http.casepage import PageMissing
+    from hashfed.node.http.match import BadRequest
+    from hashfed.node.services.mailer import MailError
+    from hashfed.node.services.pinguard import GuessRefused
+    from hashfed.node.services.tokens import InvalidToken
     from hashfed.sync.auth import SessionRefused
     from hashfed.sync.errors import SyncError
 

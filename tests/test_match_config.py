@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.config import MatchConfig, load_config, write_config
 from hashfed.node.home import init_node
-from hashfed.node.ownlog import NewHash
+from hashfed.node.services.ownlog import NewHash
 from hashfed.protocol.records import Kind
 
 BASE = bytes.fromhex("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hashfed.node.bankindex import BankIndex, parse_hash
 from hashfed.node.home import API_TOKEN_FILE, open_node
-from hashfed.node.ownlog import NewHash
+from hashfed.node.match.bank import BankIndex, parse_hash
+from hashfed.node.services.ownlog import NewHash
 from hashfed.protocol.records import Kind
 from synchelpers import clock, make_node, origin_of
 

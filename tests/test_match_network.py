@@ -17,14 +17,14 @@ import aiohttp
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hashfed.node.api import MATCH_PATH, MAX_BATCH, MAX_BODY
-from hashfed.node.bankindex import BankIndex
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database
 from hashfed.node.home import Node
-from hashfed.node.ownlog import NewHash
-from hashfed.node.server import create_app
+from hashfed.node.http.app import create_app
+from hashfed.node.http.match import MATCH_PATH, MAX_BATCH, MAX_BODY
+from hashfed.node.match.bank import BankIndex
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.store.db import open_database
 from hashfed.protocol.records import Kind
 from hashfed.sync.auth import SessionClient
 from media import movie

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node.export import export_logs
+from hashfed.node.services.export import export_logs
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix, tile_path
 from hashfed.sync.auth import SessionClient
 from nginxhelpers import run_nginx, shared_dir

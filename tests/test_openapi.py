@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 import yaml
-from hashfed.node.adminapi import setup_admin
-from hashfed.node.bankindex import BankIndex
-from hashfed.node.caseapi import serve_cases
 from hashfed.node.config import ServerConfig, write_config
-from hashfed.node.db import open_database, transaction
-from hashfed.node.peers import add_peer
-from hashfed.node.server import create_app
-from hashfed.node.witness import Witness
+from hashfed.node.http.admin import setup_admin
+from hashfed.node.http.app import create_app
+from hashfed.node.http.cases import serve_cases
+from hashfed.node.http.witness import Witness
+from hashfed.node.match.bank import BankIndex
+from hashfed.node.store.db import open_database, transaction
+from hashfed.node.store.peers import add_peer
 from hashfed.protocol.session import peer_key_name, sign_session_request
 from hashfed.signing.keys import generate_key, parse_signer
 from openapi_spec_validator import validate

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hashfed.node.config import CasesConfig, write_config
 from hashfed.node.home import ensure_admin_token
-from hashfed.node.metrics import Metrics
+from hashfed.node.http.metrics import Metrics
 from prodhelpers import http, json_lines, serving
 from prometheus_client.parser import text_string_to_metric_families
 from servehelpers import free_port
@@ -163,11 +163,11 @@ def test_scrape_after_a_sync_a_match_and_a_case(tmp_path: Path) -> None:
 async def test_a_separate_admin_listener_serves_metrics_and_the_main_port_does_not(
     tmp_path: Path,
 ) -> None:
-    from hashfed.node.adminapi import setup_admin
     from hashfed.node.config import MetricsConfig, ServerConfig
-    from hashfed.node.db import open_database
     from hashfed.node.home import ensure_admin_token as admin_token
-    from hashfed.node.server import create_app
+    from hashfed.node.http.admin import setup_admin
+    from hashfed.node.http.app import create_app
+    from hashfed.node.store.db import open_database
     from synchelpers import run_app
 
     node = make_node(tmp_path, "n")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from hashfed.node import peers
-from hashfed.node.cli import main
-from hashfed.node.db import transaction
+from hashfed.node.cli.main import main
 from hashfed.node.errors import ForkRefused
 from hashfed.node.home import Node, open_node
+from hashfed.node.store import peers
+from hashfed.node.store.db import transaction
 from synchelpers import (
     allow,
     bank_state,

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from hashfed.node.cli import main
-from hashfed.node.db import transaction
+from hashfed.node.cli.main import main
 from hashfed.node.home import Node
 from hashfed.node.policyfile import policy_path
+from hashfed.node.store.db import transaction
 from hashfed.signing.keys import ALG_COSIGNATURE_V1, generate_key
 from synchelpers import allow, log_id, make_node, origin_of, publish, serve, trust, use
 
@@ -106,7 +106,7 @@ async def test_sync_exits_non_zero_when_the_witness_quorum_is_missing(tmp_path: 
 def test_migrate_dry_run_says_what_would_run_and_changes_nothing(tmp_path: Path) -> None:
     import sqlite3
 
-    from hashfed.node.db import SCHEMA_VERSION
+    from hashfed.node.store.db import SCHEMA_VERSION
 
     node = make_node(tmp_path, "n")
     publish(node, 2)

@@ -63,7 +63,7 @@ def test_the_wheel_installs_and_runs_init_publish_and_serve(tmp_path: Path) -> N
         os.utime(installed, (stat.st_atime, stat.st_mtime))
     hashfed = env_dir / "bin" / "hashfed"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(WORK / "numba-cache")}
-    where = run(str(python), "-c", "import hashfed.node.cli as m; print(m.__file__)").stdout
+    where = run(str(python), "-c", "import hashfed.node.cli.main as m; print(m.__file__)").stdout
     assert where.startswith(str(site_dir)), where
     assert (site_dir / "hashfed" / "node" / "py.typed").exists()
 

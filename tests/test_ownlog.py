@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hashfed.node import logstore
 from hashfed.node.errors import DatabaseError, ForkRefused
 from hashfed.node.home import Node, init_node, open_node
-from hashfed.node.ownlog import NewHash, OwnLog
+from hashfed.node.services.ownlog import NewHash, OwnLog
+from hashfed.node.store import logstore
 from hashfed.protocol.checkpoint import open_checkpoint
 from hashfed.protocol.errors import InvalidRecord
 from hashfed.protocol.merkle import leaf_hash

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from hashfed.node import logstore
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.home import open_node
+from hashfed.node.store import logstore
 from hashfed.signing.keys import generate_key
 from synchelpers import allow, make_node, origin_of, publish, serve, sync, trust, use
 

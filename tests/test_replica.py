@@ -17,14 +17,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node import peers
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database, transaction
 from hashfed.node.errors import NodeError
-from hashfed.node.ownlog import NewHash
+from hashfed.node.http.app import create_app
 from hashfed.node.replica import create_replica_app, open_replica_database
-from hashfed.node.server import create_app
-from hashfed.node.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
+from hashfed.node.store import peers
+from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.records import Kind
 from hashfed.protocol.tiles import log_prefix
 from hashfed.sync.auth import SessionClient

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 from hashfed.node.config import NodeConfig, ServerConfig, write_config
-from hashfed.node.db import open_database
 from hashfed.node.home import init_node
-from hashfed.node.readiness import Readiness
-from hashfed.node.server import create_app
+from hashfed.node.http.app import create_app
+from hashfed.node.http.readiness import Readiness
+from hashfed.node.store.db import open_database
 from servehelpers import free_port, start_serve, status_of, stop, wait_for_line, wait_for_status
 
 PDQ_HASH = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 BANK_CSV = f"kind,hash,quality\npdq,{PDQ_HASH},100\nmd5,0a21c8f85a55a9e276ffc2c53f6887c4,\n"
 
-HEAVY = ("numba", "llvmlite", "hashfed.hasher.index", "hashfed.hasher.kernels")
+HEAVY = ("numba", "llvmlite", "hashfed.node.match.index", "hashfed.node.match.kernels")
 """What only matching needs: the kernels' compiler and the index."""
 
 _RUN_EACH = """
@@ -39,7 +39,7 @@ heavy = {heavy!r}
 sys.argv = ["hashfed", "--version"]
 entry()
 report = [["--version", 0, [m for m in heavy if m in sys.modules], ""]]
-from hashfed.node.cli import main
+from hashfed.node.cli.main import main
 
 for args in json.loads(sys.argv_json):
     result = CliRunner().invoke(main, args, input={bank!r})

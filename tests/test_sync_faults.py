@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from hashfed.node.cli import main as cli
+from hashfed.node.cli.main import main as cli
 from hashfed.node.home import Node, open_node
 from hashfed.protocol.evidence import check_evidence, parse_evidence
 from hashfed.signing.keys import parse_verifier

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hashfed.node import logstore
 from hashfed.node.home import Node
+from hashfed.node.store import logstore
 from synchelpers import (
     Relay,
     allow,
@@ -43,7 +43,7 @@ CHILD = r"""
 import asyncio, sys
 from pathlib import Path
 from hashfed.node.home import open_node
-from hashfed.node.syncer import sync_node
+from hashfed.node.services.syncer import sync_node
 
 home, stop_at, block = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "block"
 

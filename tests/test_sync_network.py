@@ -7,11 +7,11 @@ from pathlib import Path
 
 import aiohttp
 import msgpack
-from hashfed.node import logstore
 from hashfed.node.config import SyncConfig
 from hashfed.node.home import open_node
-from hashfed.node.ownlog import _Batch
-from hashfed.node.syncstore import SqliteSyncStore
+from hashfed.node.services.ownlog import _Batch
+from hashfed.node.store import logstore
+from hashfed.node.store.syncstore import SqliteSyncStore
 from hashfed.protocol.records import Reason, Verdict
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TILE_WIDTH, split_bundle
 from hashfed.signing.keys import parse_verifier

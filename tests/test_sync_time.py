@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hashfed.node.config import SyncConfig
-from hashfed.node.syncer import Outcome, next_delay, sync_loop
+from hashfed.node.services.syncer import Outcome, next_delay, sync_loop
 from synchelpers import Relay, allow, bank, make_node, origin_of, publish, serve, trust, use
 
 P = origin_of("p")

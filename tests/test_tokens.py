@@ -10,12 +10,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hashfed.node import peers, tokens
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database, transaction
 from hashfed.node.errors import NodeError
-from hashfed.node.server import create_app
-from hashfed.node.tokens import InvalidToken, check_token, load_session_secret, mint_token
+from hashfed.node.http.app import create_app
+from hashfed.node.services import tokens
+from hashfed.node.services.tokens import InvalidToken, check_token, load_session_secret, mint_token
+from hashfed.node.store import peers
+from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.tiles import log_prefix
 from hashfed.sync.auth import SessionClient
 from hashfed.sync.fetch import HttpFetcher

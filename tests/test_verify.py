@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hashfed.node import logstore
 from hashfed.node.home import Node, init_node, open_node
-from hashfed.node.ownlog import NewHash
-from hashfed.node.verify import VerifyReport, verify_bank, verify_log
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.services.verify import VerifyReport, verify_bank, verify_log
+from hashfed.node.store import logstore
 from hashfed.protocol.checkpoint import Checkpoint, sign_checkpoint
 from hashfed.protocol.records import Kind, Reason, Verdict
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, decode_bundle

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from hashfed.node import logstore
-from hashfed.node.cli import main
-from hashfed.node.db import transaction
-from hashfed.node.witness import Witness
+from hashfed.node.cli.main import main
+from hashfed.node.http.witness import Witness
+from hashfed.node.store import logstore
+from hashfed.node.store.db import transaction
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from hashfed.protocol.evidence import check_evidence, parse_evidence
 from hashfed.protocol.merkle import (
@@ -450,7 +450,7 @@ async def test_vector_cosignature_from_the_endpoint(case: dict[str, Any], tmp_pa
     )
     witness = Witness(node.db, cosigner, lambda: timestamp)
     from hashfed.node.config import ServerConfig
-    from hashfed.node.server import create_app
+    from hashfed.node.http.app import create_app
     from synchelpers import run_app
 
     app = create_app(node.db.conn, node.config.origin, ServerConfig(), witness=witness)

@@ -23,11 +23,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
-from hashfed.node import logstore
-from hashfed.node.cli import main
-from hashfed.node.cli_sync import _status_rows, witness_loop
+from hashfed.node.cli.main import main
+from hashfed.node.cli.sync import _status_rows, witness_loop
 from hashfed.node.config import write_config
 from hashfed.node.home import Node, open_node
+from hashfed.node.store import logstore
 from hashfed.protocol.evidence import check_evidence, parse_evidence
 from hashfed.protocol.records import Reason
 from hashfed.signing.note import VerifierList
@@ -113,9 +113,9 @@ _SERVER = """
 import asyncio, sys, time
 from pathlib import Path
 from aiohttp import web
-from hashfed.node.db import open_database
+from hashfed.node.store.db import open_database
 from hashfed.node.home import open_node
-from hashfed.node.witness import Witness, setup_witness
+from hashfed.node.http.witness import Witness, setup_witness
 
 async def main():
     node = open_node(Path(sys.argv[1]))

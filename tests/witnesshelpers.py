@@ -11,14 +11,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
-from hashfed.node import logstore
 from hashfed.node.config import ServerConfig
-from hashfed.node.db import open_database, transaction
 from hashfed.node.home import Node
+from hashfed.node.http.app import create_app
+from hashfed.node.http.witness import WITNESS_PATH, Witness
 from hashfed.node.policyfile import policy_path
-from hashfed.node.server import create_app
-from hashfed.node.witness import WITNESS_PATH, Witness
-from hashfed.node.witnesspush import PushReport, push_checkpoint
+from hashfed.node.services.witnesspush import PushReport, push_checkpoint
+from hashfed.node.store import logstore
+from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.merkle import consistency_proof
 from hashfed.protocol.policy import parse_policy
 from hashfed.protocol.tiles import TileHashReader

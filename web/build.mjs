@@ -1,4 +1,4 @@
-// Builds the person's page into the node's package data (node/casepage_static/), so the
+// Builds the person's page into the node's package data (node/http/casepage_static/), so the
 // wheel ships it and `pip install .` serves it without Node, and builds the Node
 // harnesses the tests use into web/build/. Output is deterministic for a given lockfile.
 import { build } from "esbuild";
@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-const out = process.argv[2] ?? join(here, "..", "node", "casepage_static");
+const out = process.argv[2] ?? join(here, "..", "node", "http", "casepage_static");
 const harnesses = join(here, "build");
 
 const common = { bundle: true, minify: true, legalComments: "eof", target: "es2022", logLevel: "warning" };

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from hashfed.node import peers
-from hashfed.node.db import transaction
 from hashfed.node.home import Node, init_node
-from hashfed.node.ownlog import NewHash
+from hashfed.node.services.ownlog import NewHash
+from hashfed.node.store import peers
+from hashfed.node.store.db import transaction
 from hashfed.protocol.records import Kind
 from hashfed.signing.keys import generate_key
 from hashfed.sync.auth import SESSION_PATH

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hashfed.node.caseapi import PIN_HEADER
 from hashfed.node.home import init_node
+from hashfed.node.http.cases import PIN_HEADER
 from hashfed.signing.keys import generate_key
 from pytxhelpers import BIN, ORIGIN, OTHER_PHOTO, PHOTO, THIRD_PHOTO, pdq_of, platform
 

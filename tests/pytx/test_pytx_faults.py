@@ -17,7 +17,7 @@ import msgpack
 import pytest
 from aiohttp import web
 from hashfed.node.home import Node, init_node, open_node
-from hashfed.node.ownlog import NewHash, _Batch
+from hashfed.node.services.ownlog import NewHash, _Batch
 from hashfed.protocol.records import Kind
 from pytxhelpers import ORIGIN, OTHER_PHOTO, PHOTO, THIRD_PHOTO, Platform, pdq_of, platform
 from synchelpers import Relay, clock, is_bundle, map_bundle, pdq_hashes, serve

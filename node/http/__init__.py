@@ -1,0 +1,1 @@
+"""HTTP: the aiohttp app factory and one module per route group."""

@@ -1,0 +1,1 @@
+"""Services: the case desk, sync, witnessing, publishing, export and recovery."""

@@ -1,0 +1,176 @@
+"""The publisher's side of witnessing: push each checkpoint to the witnesses in its policy.
+
+After every append, and at a steady cadence even when nothing is new (so an
+idle log stays provably fresh), the node sends its latest checkpoint to each
+witness listed with a URL in its tlog-policy file (``<home>/policy``), with a
+consistency proof from the size that witness last cosigned (C2SP tlog-witness).
+A 409 answer tells the size the witness holds; the node retries once from it.
+The cosignatures that verify against the witnesses' keys are appended to the
+stored checkpoint, so the node serves its checkpoint with them, and every
+mirror serves them onward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+
+import aiohttp
+import sqlite_utils
+from hashfed.node.store import logstore
+from hashfed.node.store.db import transaction
+from hashfed.protocol.merkle import consistency_proof
+from hashfed.protocol.policy import Policy, PolicyWitness
+from hashfed.protocol.tiles import TileHashReader
+from hashfed.protocol.witness import AddCheckpoint
+from hashfed.signing.errors import SigningError
+from hashfed.signing.note import VerifierList, open_note
+
+MAX_ANSWER = 16 * 1024
+
+
+@dataclass
+class PushReport:
+    """What each witness answered to one push."""
+
+    size: int
+    cosigned: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def split_note(note: str) -> tuple[str, list[str]]:
+    """Returns (text, signature lines) of a signed note."""
+    text, _, sigs = note.partition("\n\n")
+    return text + "\n", [line + "\n" for line in sigs.split("\n") if line]
+
+
+def log_signed_note(note: str, origin: str) -> str:
+    """Returns note with only the log's own signature lines (cosignatures dropped)."""
+    text, lines = split_note(note)
+    return text + "\n" + "".join(line for line in lines if line.split(" ", 2)[1] == origin)
+
+
+def _witness_size(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT size FROM witness_push WHERE name = ?", (name,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _set_witness_size(db: sqlite_utils.Database, name: str, size: int) -> None:
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT INTO witness_push (name, size) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET size = excluded.size",
+            (name, size),
+        )
+
+
+async def _push_one(
+    session: aiohttp.ClientSession,
+    db: sqlite_utils.Database,
+    log: logstore.LogRow,
+    note: str,
+    witness: PolicyWitness,
+    timeout: aiohttp.ClientTimeout,
+) -> str:
+    """Returns the witness's verified cosignature line, or raises RuntimeError saying why."""
+    conn = db.conn
+    old = _witness_size(conn, witness.name)
+    for _attempt in range(2):
+        if old > log.size:
+            raise RuntimeError(f"it holds size {old}, larger than this log's {log.size}")
+        proof: list[bytes] = []
+        if 0 < old < log.size:
+            reader = TileHashReader(
+                log.size, lambda lvl, idx, w: logstore.read_tile(conn, log.id, lvl, idx, w)
+            )
+            proof = consistency_proof(old, log.size, reader)
+        body = AddCheckpoint(old, tuple(proof), note).format()
+        url = f"{witness.url.rstrip('/')}/add-checkpoint" if witness.url else ""
+        async with session.post(url, data=body.encode(), timeout=timeout) as response:
+            answer = (await response.content.read(MAX_ANSWER)).decode("utf-8", "replace")
+            if response.status == 409 and answer.strip().isdigit():
+                old = int(answer.strip())
+                _set_witness_size(db, witness.name, old)
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {answer.strip()[:200]}")
+        try:
+            opened = open_note(note + answer, VerifierList(witness.verifier))
+        except SigningError as exc:
+            raise RuntimeError(f"its cosignature does not verify: {exc}") from None
+        lines = [s.line() for s in opened.sigs if s.name == witness.verifier.name]
+        if not lines:
+            raise RuntimeError("it answered no cosignature by its key")
+        _set_witness_size(db, witness.name, log.size)
+        return lines[0]
+    raise RuntimeError("it kept answering 409")
+
+
+async def push_checkpoint(
+    db: sqlite_utils.Database, origin: str, policy: Policy, timeout: float = 10.0
+) -> PushReport:
+    """Sends the own log's latest checkpoint to every witness with a URL; stores the
+    verified cosignatures with the checkpoint and returns what each witness said."""
+    log = logstore.get_log(db.conn, origin)
+    assert log is not None and log.own and log.checkpoint is not None
+    note = log_signed_note(log.checkpoint, origin)
+    report = PushReport(log.size)
+    witnesses = [w for w in policy.witnesses if w.url]
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(
+            *(_push_one(session, db, log, note, w, client_timeout) for w in witnesses),
+            return_exceptions=True,
+        )
+    lines = []
+    for witness, answer in zip(witnesses, answers, strict=True):
+        if isinstance(answer, str):
+            lines.append(answer)
+            report.cosigned.append(witness.name)
+        else:
+            report.errors[witness.name] = str(answer) or type(answer).__name__
+    if lines:
+        with transaction(db) as conn:
+            current = logstore.get_log(conn, origin)
+            if (
+                current is not None
+                and current.checkpoint is not None
+                and (current.size, current.root) == (log.size, log.root)
+            ):
+                # Keep the cosignatures of witnesses that did not answer this round
+                # (one timing out must not drop the checkpoint below a quorum); replace
+                # those that did, whose new lines carry newer timestamps.
+                answered = {line.split(" ", 2)[1] for line in lines}
+                _, held = split_note(current.checkpoint)
+                kept = [
+                    line
+                    for line in held
+                    if line.split(" ", 2)[1] != origin and line.split(" ", 2)[1] not in answered
+                ]
+                cosigned = note + "".join(kept) + "".join(lines)
+                conn.execute("UPDATE logs SET checkpoint = ? WHERE id = ?", (cosigned, log.id))
+    return report
+
+
+log = logging.getLogger("hashfed.witness")
+
+
+def log_push(report: PushReport) -> None:
+    """Logs what each witness answered to a push of this node's checkpoint."""
+    for name in report.cosigned:
+        log.info(
+            "pushed size %d: cosigned by %s",
+            report.size,
+            name,
+            extra={"event": "push", "witness": name, "size": report.size},
+        )
+    for name, error in report.errors.items():
+        log.warning(
+            "pushed size %d: witness %s: %s",
+            report.size,
+            name,
+            error,
+            extra={"event": "push_failed", "witness": name, "size": report.size, "error": error},
+        )

@@ -1,0 +1,1 @@
+"""Storage: every SQL statement the node executes, behind small repository functions."""
