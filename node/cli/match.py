@@ -12,7 +12,7 @@ import click
 from hashfed.hasher import DIHEDRAL_NAMES, STORED, FileError, hash_paths
 from hashfed.node.cli.output import emit, iso_time, output_options, plural
 from hashfed.node.home import open_node
-from hashfed.node.store import logstore
+from hashfed.node.store import bank, logstore
 from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import Verdict
 
@@ -216,10 +216,7 @@ def feedback_command(
             raise click.ClickException(
                 "feedback is about entries of another log, not this node's own"
             )
-        row = conn.execute(
-            "SELECT status FROM bank WHERE log_id = ? AND idx = ?", (log.id, index)
-        ).fetchone()
-        if row is None:
+        if bank.entry_status(conn, log.id, index) is None:
             raise click.ClickException(
                 f"entry {index} of {origin} is not a hash addition this node holds "
                 f"(it holds {plural(log.size, 'entry', 'entries')} of that log)"
