@@ -82,7 +82,7 @@ async def _matches(url: str, token: str, count: int) -> list[float]:
 
 async def _measure(url: str, token: str, count: int) -> tuple[float, float, float, int]:
     import aiohttp
-    from hashfed.node.services.casedesk import format_case_number
+    from hashfed.node.services.casecrypto import format_case_number
 
     idle = statistics.median(await _matches(url, token, count))
     async with aiohttp.ClientSession() as session:

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 with atheris.instrument_imports():
     from hashfed.node.errors import NodeError
     from hashfed.node.http.match import BadRequest, parse_batch
-    from hashfed.node.services.casedesk import InvalidCase, parse_case_hashes, parse_case_number
+    from hashfed.node.services.casecrypto import InvalidCase, parse_case_number
+    from hashfed.node.services.casedesk import parse_case_hashes
     from hashfed.protocol.checkpoint import open_checkpoint, parse_checkpoint_body
     from hashfed.protocol.evidence import parse_evidence
     from hashfed.protocol.policy import parse_policy

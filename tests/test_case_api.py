@@ -496,7 +496,7 @@ async def test_pin_guessing_locks_the_case_with_growing_lockouts(tmp_path: Path)
 async def test_unknown_numbers_lock_exactly_like_real_cases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hashfed.node.services.casedesk import number_digest, parse_case_number
+    from hashfed.node.services.casecrypto import number_digest, parse_case_number
 
     async with desk_server(tmp_path, max_failures=5, lockout=60) as d:
         number = (await d.open(pdq(1, 1), pin=PIN))["case"]

@@ -1,4 +1,4 @@
-"""Case numbers, PINs and the [cases] configuration (node/services/casedesk.py, node/config.py)."""
+"""Case numbers, PINs and the [cases] configuration (services/casecrypto.py, node/config.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hashfed.node.config import CasesConfig, load_config, write_config
 from hashfed.node.errors import NodeError
-from hashfed.node.services.casedesk import (
+from hashfed.node.services.casecrypto import (
     InvalidCase,
     check_pin,
     format_case_number,

@@ -23,7 +23,8 @@ from hashfed.node.http.app import create_app
 from hashfed.node.http.cases import CASES_PATH, PIN_HEADER, CaseApi, setup_case_api
 from hashfed.node.match.bank import BankIndex
 from hashfed.node.services import casedesk as cases_module
-from hashfed.node.services.casedesk import format_case_number, open_case_desk
+from hashfed.node.services.casecrypto import format_case_number
+from hashfed.node.services.casedesk import open_case_desk
 from hashfed.node.services.pinguard import GuessRefused, PinGuard, client_net
 from hashfed.node.store.db import open_database
 from synchelpers import make_node

@@ -21,7 +21,8 @@ import pytest
 from hashfed.node.config import load_config
 from hashfed.node.errors import NodeError
 from hashfed.node.http.match import BadRequest, parse_batch
-from hashfed.node.services.casedesk import InvalidCase, parse_case_hashes, parse_case_number
+from hashfed.node.services.casecrypto import InvalidCase, parse_case_number
+from hashfed.node.services.casedesk import parse_case_hashes
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
 from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.evidence import parse_evidence

@@ -51,12 +51,12 @@ from hashfed.node.home import Node
 from hashfed.node.http.casepage import is_page_path, setup_case_page
 from hashfed.node.http.metrics import app_metrics
 from hashfed.node.http.reqtimeout import own_timeout, request_timeout
+from hashfed.node.services.casecrypto import InvalidCase
 from hashfed.node.services.casedesk import (
     CaseClosed,
     CaseDesk,
     CaseLocked,
     CaseNotFound,
-    InvalidCase,
     OpenedCase,
     PreparedCase,
     open_case_desk,

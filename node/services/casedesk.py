@@ -2,17 +2,10 @@
 
 A person opens a **case** by sending 1..20 hashes computed on their own device.
 The desk answers with a **case number** and a **PIN**; with both they can check
-the case and withdraw it. Nothing that identifies the person is stored:
-
-    case number   16 random bytes, shown as HF-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XX
-                  (Crockford base32, 26 symbols). Stored only as
-                  SHA-256("hashfed/case/v1\\n" || the 16 bytes): a 128-bit
-                  secret needs no slow hash, and a database thief cannot list
-                  the numbers.
-    PIN           chosen by the person (at least 8 characters, not trivial) or
-                  generated (10 digits). Stored only as a scrypt hash
-                  (N=2^15, r=8, p=1, 16-byte salt), compared in constant time,
-                  never logged, and not recoverable.
+the case and withdraw it. Nothing that identifies the person is stored: the
+database keeps only a digest of the number and a slow hash of the PIN
+(:mod:`~hashfed.node.services.casecrypto` makes, reads and checks both), and
+every SQL statement of the desk is in :mod:`hashfed.node.store.cases`.
 
 Hashes wait as **pending** until a batch (:meth:`CaseDesk.publish_pending`, run
 every ``[cases] batch_interval`` by ``hashfed serve``) publishes the pending
@@ -45,9 +38,6 @@ opening, batches and the operator never wait behind PIN checks.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import itertools
 import logging
 import secrets
 import sqlite3
@@ -61,8 +51,22 @@ from typing import Any
 import sqlite_utils
 from hashfed.node.config import CasesConfig, NodeConfig
 from hashfed.node.errors import NodeError
+from hashfed.node.services.casecrypto import (
+    PIN_MAX_LENGTH,
+    CaseError,
+    InvalidCase,
+    check_pin,
+    format_case_number,
+    generate_pin,
+    hash_pin,
+    new_case_number,
+    number_digest,
+    parse_case_number,
+    verify_pin,
+)
 from hashfed.node.services.ownlog import AppendResult, Clock, NewHash, OwnLog, system_clock
 from hashfed.node.services.pinguard import GuessRefused, PinGuard
+from hashfed.node.store import cases as store
 from hashfed.node.store import logstore
 from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.errors import InvalidRecord
@@ -79,67 +83,10 @@ MAX_CASE_HASHES = 20
 CASE_LABELS = ("ncii",)
 """The labels every case hash is published with."""
 
-NUMBER_BYTES = 16
-NUMBER_SYMBOLS = 26  # ceil(128 / 5)
-NUMBER_PREFIX = "HF"
-NUMBER_DOMAIN = b"hashfed/case/v1\n"
-
-PIN_MIN_LENGTH = 8
-PIN_MAX_LENGTH = 64
-GENERATED_PIN_DIGITS = 10
-
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_SALT_SIZE = 16
-SCRYPT_KEY_SIZE = 32
-SCRYPT_MAXMEM = 2 * 128 * SCRYPT_R * SCRYPT_N  # twice what N and r need (32 MiB)
-
 UNKNOWN_GUESS_ENTRIES = 100_000
 """Most unknown case numbers whose wrong PINs are counted (in memory, by digest)."""
 
 STATES = ("review", "pending", "active", "withdrawn", "rejected")
-
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"O": 0, "I": 1, "L": 1}
-
-# A few of the PINs people choose most often that pass the other rules.
-COMMON_PINS = frozenset(
-    {
-        "password",
-        "password1",
-        "passw0rd",
-        "12341234",
-        "11223344",
-        "12344321",
-        "11112222",
-        "00001111",
-        "12121212",
-        "123123123",
-        "abcd1234",
-        "1234abcd",
-        "abc12345",
-        "qwertyui",
-        "qwerty123",
-        "iloveyou",
-        "letmein1",
-        "sunshine",
-        "princess",
-        "football",
-        "baseball",
-        "welcome1",
-        "19841984",
-        "20002000",
-    }
-)
-
-
-class CaseError(NodeError):
-    """A case request is refused; the message says why (and never holds a PIN or number)."""
-
-
-class InvalidCase(CaseError):
-    """The request is malformed: bad hashes, too many, duplicates, a weak PIN, a bad number."""
 
 
 class CaseNotFound(CaseError):
@@ -230,111 +177,6 @@ class BatchResult:
     """Cases left pending because the batch was smaller than min_batch_cases."""
 
 
-# -- case numbers ---------------------------------------------------------------------
-
-
-def format_case_number(raw: bytes) -> str:
-    """Returns the human form of a 16-byte case number: HF- then 26 symbols in groups of 4.
-
-    >>> format_case_number(bytes(16))
-    'HF-0000-0000-0000-0000-0000-0000-00'
-    """
-    if len(raw) != NUMBER_BYTES:
-        raise AssertionError("a case number is 16 bytes")
-    n = int.from_bytes(raw, "big")
-    symbols = "".join(_ALPHABET[(n >> (5 * i)) & 31] for i in reversed(range(NUMBER_SYMBOLS)))
-    return NUMBER_PREFIX + "-" + "-".join(symbols[i : i + 4] for i in range(0, NUMBER_SYMBOLS, 4))
-
-
-def parse_case_number(text: str) -> bytes:
-    """Returns the 16 bytes of a case number, or raises InvalidCase.
-
-    Case, spaces and hyphens do not matter, and O, I and L read as 0, 1 and 1
-    (Crockford base32), so a number copied by hand still parses.
-    """
-    s = "".join(text.split()).replace("-", "").upper() if isinstance(text, str) else ""
-    if s.startswith(NUMBER_PREFIX):
-        s = s[len(NUMBER_PREFIX) :]
-    if len(s) != NUMBER_SYMBOLS or any(c not in _DECODE for c in s) or _DECODE[s[0]] > 7:
-        raise InvalidCase(
-            "that is not a case number: case numbers look like HF-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XX"
-        )
-    n = 0
-    for c in s:
-        n = n << 5 | _DECODE[c]
-    return n.to_bytes(NUMBER_BYTES, "big")
-
-
-def number_digest(raw: bytes) -> bytes:
-    """Returns what the database keeps of a case number: a domain-separated SHA-256."""
-    return hashlib.sha256(NUMBER_DOMAIN + raw).digest()
-
-
-# -- PINs -----------------------------------------------------------------------------
-
-
-def check_pin(pin: object) -> str:
-    """Returns pin if it is strong enough to protect a case, else raises InvalidCase."""
-    if not isinstance(pin, str):
-        raise InvalidCase("the PIN must be a string")
-    if len(pin) < PIN_MIN_LENGTH:
-        raise InvalidCase(f"choose a PIN of at least {PIN_MIN_LENGTH} characters")
-    if len(pin) > PIN_MAX_LENGTH:
-        raise InvalidCase(f"choose a PIN of at most {PIN_MAX_LENGTH} characters")
-    if pin != pin.strip() or any(not c.isprintable() for c in pin):
-        raise InvalidCase("the PIN may not start or end with a space or hold control characters")
-    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(pin)}
-    if len(steps) == 1 and abs(next(iter(steps))) <= 1:
-        raise InvalidCase("the PIN is too easy to guess (one character, or a run like 12345678)")
-    if any(pin == (pin[:k] * len(pin))[: len(pin)] for k in (2, 3, 4)):
-        raise InvalidCase("the PIN is too easy to guess (a short pattern repeated)")
-    if pin.casefold() in COMMON_PINS:
-        raise InvalidCase("the PIN is one of the most common ones; choose another")
-    return pin
-
-
-def generate_pin() -> str:
-    """Returns a random PIN of 10 digits that passes check_pin."""
-    while True:
-        pin = "".join(secrets.choice("0123456789") for _ in range(GENERATED_PIN_DIGITS))
-        try:
-            return check_pin(pin)
-        except InvalidCase:
-            continue
-
-
-def hash_pin(pin: str, salt: bytes | None = None) -> str:
-    """Returns the stored form of a PIN: ``scrypt$N$r$p$<salt hex>$<key hex>``."""
-    salt = secrets.token_bytes(SCRYPT_SALT_SIZE) if salt is None else salt
-    key = hashlib.scrypt(
-        pin.encode("utf-8"),
-        salt=salt,
-        n=SCRYPT_N,
-        r=SCRYPT_R,
-        p=SCRYPT_P,
-        maxmem=SCRYPT_MAXMEM,
-        dklen=SCRYPT_KEY_SIZE,
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
-
-
-def verify_pin(pin: str, stored: str) -> bool:
-    """Reports whether pin is the PIN whose stored form is stored (constant-time compare)."""
-    name, n, r, p, salt, key = stored.split("$")
-    if name != "scrypt":
-        raise AssertionError("unknown PIN hash scheme in the database")
-    got = hashlib.scrypt(
-        pin.encode("utf-8", "surrogatepass"),
-        salt=bytes.fromhex(salt),
-        n=int(n),
-        r=int(r),
-        p=int(p),
-        maxmem=2 * 128 * int(r) * int(n),
-        dklen=len(key) // 2,
-    )
-    return hmac.compare_digest(got, bytes.fromhex(key))
-
-
 # -- hashes ---------------------------------------------------------------------------
 
 
@@ -406,8 +248,7 @@ def checkpoint_wal(conn: sqlite3.Connection, tries: int = CHECKPOINT_TRIES) -> b
     survive only in the (secure-deleted) database file; retries while readers keep it busy.
     Returns whether it succeeded."""
     for attempt in range(tries):
-        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if not busy:
+        if store.truncate_wal(conn):
             return True
         if attempt + 1 < tries:
             time.sleep(0.05 * (attempt + 1))
@@ -484,9 +325,7 @@ class CaseDesk:
             pin = generated = generate_pin()
         else:
             check_pin(pin)
-        return PreparedCase(
-            tuple(hashes), secrets.token_bytes(NUMBER_BYTES), hash_pin(pin), generated
-        )
+        return PreparedCase(tuple(hashes), new_case_number(), hash_pin(pin), generated)
 
     def commit_case(self, prepared: PreparedCase) -> OpenedCase:
         """Stores a prepared case (no scrypt: quick) and returns its number and PIN."""
@@ -501,15 +340,14 @@ class CaseDesk:
         now = self._clock()
         opened = now // 86400 * 86400
         with self._lock, transaction(self.db) as conn:
-            conn.execute(
-                "INSERT INTO cases (id, number_hash, pin_hash, state, opened, count)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (case_id, number_digest(raw), stored_pin, state, opened, len(hashes)),
-            )
-            conn.executemany(
-                "INSERT INTO case_hashes (case_id, position, kind, hash, quality)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(case_id, n, str(h.kind), h.hash, h.quality) for n, h in enumerate(hashes)],
+            store.insert_case(
+                conn,
+                case_id,
+                number_digest(raw),
+                stored_pin,
+                state,
+                opened,
+                [(str(h.kind), h.hash, h.quality) for h in hashes],
             )
             if state == "pending":
                 self._pending_since[case_id] = now
@@ -554,22 +392,15 @@ class CaseDesk:
 
     def list_cases(self, state: str | None = None) -> list[dict[str, Any]]:
         """Returns every case (or those in state) for the operator: never a number or PIN."""
-        rows = self.db.conn.execute(
-            "SELECT c.id, c.state, c.opened, c.count,"
-            " (SELECT count(*) FROM case_hashes h WHERE h.case_id = c.id"
-            "  AND h.log_index IS NOT NULL)"
-            " FROM cases c WHERE ? IS NULL OR c.state = ? ORDER BY c.opened, c.rowid",
-            (state, state),
-        ).fetchall()
         return [
             {
-                "id": r[0],
-                "state": r[1],
-                "opened": day_text(r[2]),
-                "hashes": r[3],
-                "published": r[4],
+                "id": c.id,
+                "state": c.state,
+                "opened": day_text(c.opened),
+                "hashes": c.count,
+                "published": c.published,
             }
-            for r in rows
+            for c in store.list_cases(self.db.conn, state)
         ]
 
     def approve(self, case_id: str) -> None:
@@ -578,7 +409,7 @@ class CaseDesk:
             state = self._state(conn, case_id)
             if state != "review":
                 raise CaseClosed(f"case {case_id} is {state}, not waiting for review")
-            conn.execute("UPDATE cases SET state = 'pending' WHERE id = ?", (case_id,))
+            store.set_state(conn, case_id, "pending")
             self._pending_since[case_id] = self._clock()
 
     def reject(self, case_id: str) -> None:
@@ -590,8 +421,8 @@ class CaseDesk:
                     f"case {case_id} is {state}; only cases not yet published can be rejected"
                     + (" (retract its entries with 'hashfed retract')" if state == "active" else "")
                 )
-            conn.execute("DELETE FROM case_hashes WHERE case_id = ?", (case_id,))
-            conn.execute("UPDATE cases SET state = 'rejected' WHERE id = ?", (case_id,))
+            store.delete_hashes(conn, case_id)
+            store.set_state(conn, case_id, "rejected")
         # Move the deleted hashes out of the WAL file into the (secure-deleted) database.
         checkpoint_wal(self.db.conn)
         log.info("case desk: case %s rejected", case_id)
@@ -622,18 +453,18 @@ class CaseDesk:
 
     def _publish_once(self, respect_minimum: bool = False) -> BatchResult:
         items = []
-        for case_id, position, kind, digest, quality in self._pending_rows(self.db.conn):
+        for row in self._pending_rows(self.db.conn):
             try:
-                check_hash(kinds().lookup(kind).name, bytes(digest), quality, self.policy)
+                check_hash(kinds().lookup(row.kind).name, row.hash, row.quality, self.policy)
             except (InvalidRecord, ValueError):
                 log.warning(
                     "case desk: a pending hash of case %s no longer meets this node's "
                     "policy (min_pdq_quality); left pending",
-                    case_id,
+                    row.case_id,
                 )
                 continue
-            name = kinds().lookup(kind).name
-            items.append((case_id, position, NewHash(name, bytes(digest), quality)))
+            name = kinds().lookup(row.kind).name
+            items.append((row.case_id, row.position, NewHash(name, row.hash, row.quality)))
         if not items:
             return BatchResult(0, 0)
         cases = {case_id for case_id, _, _ in items}
@@ -646,24 +477,15 @@ class CaseDesk:
         def record(conn: sqlite3.Connection, result: AppendResult) -> None:
             # Inside the append's transaction (BEGIN IMMEDIATE): every hash of the
             # batch must still be pending, or the whole append is rolled back.
-            pending = {(r[0], r[1]) for r in self._pending_rows(conn)}
+            pending = {(r.case_id, r.position) for r in self._pending_rows(conn)}
             if any((c, p) not in pending for c, p, _ in items):
                 raise _Changed()
-            updated = conn.executemany(
-                "UPDATE case_hashes SET log_index = ?, hash = NULL"
-                " WHERE case_id = ? AND position = ? AND log_index IS NULL"
-                " AND hash IS NOT NULL"
-                " AND case_id IN (SELECT id FROM cases WHERE state = 'pending')",
-                [(result.first_index + n, c, p) for n, (c, p, _) in enumerate(items)],
-            ).rowcount
+            updated = store.mark_published(
+                conn, [(result.first_index + n, c, p) for n, (c, p, _) in enumerate(items)]
+            )
             if updated != len(items):
                 raise _Changed()
-            conn.executemany(
-                "UPDATE cases SET state = 'active' WHERE id = ? AND state = 'pending'"
-                " AND NOT EXISTS (SELECT 1 FROM case_hashes WHERE case_id = ?"
-                " AND log_index IS NULL)",
-                [(c, c) for c in cases],
-            )
+            store.activate_cases(conn, cases)
 
         result = self._log.publish(
             [NewHash(h.kind, h.hash, h.quality, CASE_LABELS) for _, _, h in items],
@@ -688,7 +510,7 @@ class CaseDesk:
         of ``hashfed serve`` cannot hold a case for ever.
         """
         now = self._clock()
-        opened = dict(conn.execute("SELECT id, opened FROM cases WHERE state = 'pending'"))
+        opened = store.pending_opened(conn)
         self._pending_since = {
             c: min(self._pending_since.get(c, now), day + 86400) for c, day in opened.items()
         }
@@ -705,17 +527,10 @@ class CaseDesk:
         )
         return True
 
-    def _pending_rows(self, conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-        """Returns (case id, position, kind, hash, quality) of every unpublished hash of
-        every pending case."""
-        return [
-            tuple(r)
-            for r in conn.execute(
-                "SELECT h.case_id, h.position, h.kind, h.hash, h.quality FROM case_hashes h"
-                " JOIN cases c ON c.id = h.case_id WHERE c.state = 'pending'"
-                " AND h.log_index IS NULL AND h.hash IS NOT NULL"
-            )
-        ]
+    def _pending_rows(self, conn: sqlite3.Connection) -> list[store.PendingHash]:
+        """Returns every unpublished hash of every pending case (a seam the race tests
+        wrap to change the cases between reading and writing a batch)."""
+        return store.pending_hashes(conn)
 
     # -- internals --------------------------------------------------------------------
 
@@ -731,14 +546,12 @@ class CaseDesk:
         # An unknown number goes through the same steps as a real case with a wrong
         # PIN: the same guard, the same scrypt work, the same counts.
         with self._lock:
-            row = self.db.conn.execute(
-                "SELECT id, pin_hash FROM cases WHERE number_hash = ?", (digest,)
-            ).fetchone()
+            row = store.find_case(self.db.conn, digest)
             try:
                 self._guard.check(digest, client, self._clock())
             except GuessRefused as refused:
                 raise CaseLocked(refused.retry_after) from None
-        case_id, stored = (None, self._decoy) if row is None else row
+        case_id, stored = (None, self._decoy) if row is None else (row.id, row.pin_hash)
         matched = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
         ok = matched and row is not None
         with self._lock:
@@ -749,23 +562,16 @@ class CaseDesk:
 
     @staticmethod
     def _state(conn: sqlite3.Connection, case_id: str) -> str:
-        row = conn.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
-        if row is None:
+        state = store.case_state(conn, case_id)
+        if state is None:
             raise UnknownCaseId(f"no case with id {case_id!r}; see 'hashfed cases list'")
-        return str(row[0])
+        return state
 
     def _published_indices(self, conn: sqlite3.Connection, case_id: str) -> list[int]:
         """Returns the log indices of the case's hashes that are published and not retracted."""
         own = logstore.get_log(conn, self.origin)
         assert own is not None, "the desk's database holds the node's own log"
-        return sorted(
-            int(r[0])
-            for r in conn.execute(
-                "SELECT h.log_index FROM case_hashes h JOIN bank b ON b.log_id = ?"
-                " AND b.idx = h.log_index WHERE h.case_id = ? AND b.status = 'active'",
-                (own.id, case_id),
-            )
-        )
+        return store.active_log_indices(conn, own.id, case_id)
 
     def _withdraw(self, case_id: str) -> None:
         """Retracts the case's published hashes and deletes its pending ones.
@@ -789,11 +595,7 @@ class CaseDesk:
         def mark(tx: sqlite3.Connection, _result: AppendResult | None = None) -> None:
             if self._published_indices(tx, case_id):
                 raise _Changed()
-            tx.execute(
-                "DELETE FROM case_hashes WHERE case_id = ? AND log_index IS NULL", (case_id,)
-            )
-            tx.execute("UPDATE case_hashes SET hash = NULL WHERE case_id = ?", (case_id,))
-            tx.execute("UPDATE cases SET state = 'withdrawn' WHERE id = ?", (case_id,))
+            store.withdraw_case(tx, case_id)
 
         if indices:
             granularity = self.config.time_granularity
@@ -805,35 +607,19 @@ class CaseDesk:
             checkpoint_wal(self.db.conn)
 
     def _status(self, conn: sqlite3.Connection, case_id: str) -> CaseStatus:
-        state, opened, count = conn.execute(
-            "SELECT state, opened, count FROM cases WHERE id = ?", (case_id,)
-        ).fetchone()
-        indices = [
-            int(r[0])
-            for r in conn.execute(
-                "SELECT log_index FROM case_hashes WHERE case_id = ? AND log_index IS NOT NULL",
-                (case_id,),
-            )
-        ]
+        case = store.case_summary(conn, case_id)
+        indices = store.case_log_indices(conn, case_id)
         return CaseStatus(
-            str(state), int(count), int(opened), len(indices), self._feedback(conn, indices)
+            case.state, case.count, case.opened, len(indices), self._feedback(conn, indices)
         )
 
     def _feedback(self, conn: sqlite3.Connection, indices: Iterable[int]) -> dict[str, int]:
         counts = dict.fromkeys(sorted(set(STOPNCII_FEEDBACK.values())), 0)
-        wanted = list(indices)
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            rows = conn.execute(
-                "SELECT verdict, count(*) FROM feedback WHERE target_origin = ? AND target_idx"
-                f" IN ({','.join('?' * len(chunk))}) GROUP BY verdict",
-                (self.origin, *chunk),
-            )
-            for verdict, n in rows:
-                try:
-                    counts[STOPNCII_FEEDBACK[Verdict(verdict)]] += int(n)
-                except ValueError:
-                    continue
+        for verdict, n in store.feedback_verdicts(conn, self.origin, indices).items():
+            try:
+                counts[STOPNCII_FEEDBACK[Verdict(verdict)]] += n
+            except ValueError:
+                continue
         return counts
 
 
