@@ -13,6 +13,7 @@ from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, open_node
 from hashfed.node.policyfile import load_policy, policy_path
 from hashfed.node.services.witnesspush import push_checkpoint
+from hashfed.node.store import witness as witness_store
 from hashfed.node.store.db import transaction
 from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.evidence import check_evidence, parse_evidence
@@ -56,13 +57,9 @@ def witness_add(home: Path, origin_and_vkey: tuple[str, ...]) -> None:
         raise click.BadParameter("a log key must be an Ed25519 (signed-note type 1) key")
     parse_verifier(vkey)
     with open_node(home) as node, transaction(node.db) as conn:
-        if conn.execute("SELECT 1 FROM witnessed WHERE origin = ?", (name,)).fetchone():
+        if witness_store.witnessed_vkey(conn, name) is not None:
             raise NodeError(f"this node already witnesses {name}")
-        conn.execute(
-            "INSERT INTO witnessed (origin, vkey, size, root, note, updated)"
-            " VALUES (?, ?, 0, x'', '', 0)",
-            (name, vkey),
-        )
+        witness_store.add_witnessed(conn, name, vkey)
     click.echo(f"witnessing {name}")
 
 
@@ -72,11 +69,9 @@ def witness_add(home: Path, origin_and_vkey: tuple[str, ...]) -> None:
 def witness_list(home: Path, fmt: str) -> None:
     """List the logs this node witnesses and the latest checkpoint it cosigned."""
     with open_node(home) as node:
-        rows = [
-            {"origin": r[0], "size": r[1], "updated": r[2], "vkey": r[3]}
-            for r in node.db.conn.execute(
-                "SELECT origin, size, updated, vkey FROM witnessed ORDER BY origin"
-            )
+        rows: list[dict[str, Any]] = [
+            {"origin": r.origin, "size": r.size, "updated": r.updated, "vkey": r.vkey}
+            for r in witness_store.list_witnessed(node.db.conn)
         ]
     if fmt != "json":  # people and spreadsheets read ISO 8601; scripts get Unix seconds
         rows = [{**row, "updated": iso_time(row["updated"])} for row in rows]
@@ -89,7 +84,7 @@ def witness_list(home: Path, fmt: str) -> None:
 def witness_remove(home: Path, origin: str) -> None:
     """Stop witnessing ORIGIN (its evidence is kept)."""
     with open_node(home) as node, transaction(node.db) as conn:
-        if not conn.execute("DELETE FROM witnessed WHERE origin = ?", (origin,)).rowcount:
+        if not witness_store.remove_witnessed(conn, origin):
             raise NodeError(f"this node does not witness {origin}")
     click.echo(f"no longer witnessing {origin}")
 
@@ -196,20 +191,21 @@ def evidence_group() -> None:
 
 def _evidence_rows(node: Node) -> list[dict[str, Any]]:
     conn = node.db.conn
-    rows = [
-        {"id": f"sync-{r[0]}", "origin": r[1], "found": r[2], "detail": r[3], "text": r[4]}
-        for r in conn.execute(
-            "SELECT e.id, l.origin, e.found, e.detail, e.text FROM evidence e"
-            " JOIN logs l ON l.id = e.log_id ORDER BY e.id"
-        )
+    sources = [
+        ("sync", witness_store.list_sync_evidence(conn)),
+        ("witness", witness_store.list_witness_evidence(conn)),
     ]
-    rows += [
-        {"id": f"witness-{r[0]}", "origin": r[1], "found": r[2], "detail": r[3], "text": r[4]}
-        for r in conn.execute(
-            "SELECT id, origin, found, detail, text FROM witness_evidence ORDER BY id"
-        )
+    return [
+        {
+            "id": f"{kind}-{r.id}",
+            "origin": r.origin,
+            "found": r.found,
+            "detail": r.detail,
+            "text": r.text,
+        }
+        for kind, rows in sources
+        for r in rows
     ]
-    return rows
 
 
 @evidence_group.command("list")

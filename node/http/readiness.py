@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from hashfed.node.store.db import database_file
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
@@ -63,10 +64,9 @@ def database_problem(conn: sqlite3.Connection) -> str | None:
     """database_problem returns why the database cannot be used, or None if it is open
     and writable (its file, and the folder its journal lives in)."""
     try:
-        row = conn.execute("PRAGMA database_list").fetchone()
+        path = database_file(conn)
     except sqlite3.Error as exc:
         return f"the database is not open: {exc}"
-    path = str(row[2]) if row else ""
     if not path:
         return None  # an in-memory database
     if not os.access(path, os.W_OK) or not os.access(Path(path).parent, os.W_OK):

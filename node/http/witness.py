@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import sqlite_utils
 from aiohttp import web
 from hashfed.node.store import logstore
+from hashfed.node.store import witness as witness_store
 from hashfed.node.store.db import transaction
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint
 from hashfed.protocol.errors import (
@@ -131,14 +132,12 @@ class Witness:
         except SigningError as exc:
             return Answer(400, f"malformed checkpoint: {exc}\n")
         origin = _origin_of(request.checkpoint)
-        row = self._db.conn.execute(
-            "SELECT vkey FROM witnessed WHERE origin = ?", (origin,)
-        ).fetchone()
-        if row is None:
+        vkey = witness_store.witnessed_vkey(self._db.conn, origin)
+        if vkey is None:
             return Answer(404, f"this node does not witness {origin!r}\n")
         try:
             checkpoint, _ = open_checkpoint(
-                request.checkpoint, VerifierList(parse_verifier(row[0])), origin
+                request.checkpoint, VerifierList(parse_verifier(vkey)), origin
             )
         except (MalformedCheckpoint, MalformedNote) as exc:
             return Answer(400, f"malformed checkpoint: {exc}\n")
@@ -163,12 +162,10 @@ class Witness:
         checkpoint: Checkpoint,
         note: str,
     ) -> Answer | None:
-        row = conn.execute(
-            "SELECT size, root, note FROM witnessed WHERE origin = ?", (origin,)
-        ).fetchone()
-        if row is None:  # removed since the request came in
+        held = witness_store.witness_state(conn, origin)
+        if held is None:  # removed since the request came in
             return Answer(404, f"this node does not witness {origin!r}\n")
-        size, root, held_note = row
+        size, root, held_note = held.size, held.root, held.note
         if old_size != size:
             return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
         if old_size == 0 and proof:  # after the 409 check, so a lost log learns the size
@@ -195,9 +192,8 @@ class Witness:
         mirrored = self._mirror_disagrees(conn, origin, checkpoint, note)
         if mirrored is not None:
             return mirrored
-        conn.execute(
-            "UPDATE witnessed SET size = ?, root = ?, note = ?, updated = ? WHERE origin = ?",
-            (checkpoint.size, checkpoint.root, note, self._clock(), origin),
+        witness_store.advance_witness(
+            conn, origin, checkpoint.size, checkpoint.root, note, self._clock()
         )
         return None
 
@@ -256,13 +252,8 @@ class Witness:
         self, conn: sqlite3.Connection, origin: str, evidence: Evidence, detail: str
     ) -> None:
         text = evidence.format()
-        if not conn.execute(
-            "SELECT 1 FROM witness_evidence WHERE origin = ? AND text = ?", (origin, text)
-        ).fetchone():  # a log that retries its push must not pile up copies
-            conn.execute(
-                "INSERT INTO witness_evidence (origin, found, detail, text) VALUES (?, ?, ?, ?)",
-                (origin, self._clock(), detail, text),
-            )
+        # A log that retries its push must not pile up copies.
+        if witness_store.record_witness_evidence(conn, origin, self._clock(), detail, text):
             log.error(
                 "evidence recorded against %s: %s",
                 origin,
@@ -270,7 +261,7 @@ class Witness:
                 extra={"event": "evidence", "origin": origin, "detail": detail},
             )
         # A node that also follows the origin applies nothing more from it.
-        conn.execute("UPDATE logs SET halted = 1 WHERE origin = ? AND own = 0", (origin,))
+        witness_store.halt_followed_log(conn, origin)
 
 
 WITNESS_KEY = web.AppKey("hashfed_witness", Witness)

@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hashfed.node.errors import NodeError
-from hashfed.node.store import logstore
-from hashfed.node.store.db import open_database
+from hashfed.node.store import bank, logstore
+from hashfed.node.store.db import data_version, open_database, read_transaction
 from hashfed.node.store.logstore import content_bundle
 from hashfed.protocol.tiles import (
     ENTRY_BUNDLE_WIDTH,
@@ -165,16 +165,9 @@ def _content_fingerprints(conn: sqlite3.Connection, log_id: int, size: int) -> d
     bundles an erasure (or late-arriving content) changed. Same filter as
     :func:`hashfed.node.store.logstore.content_bundle`.
     """
-    rows = conn.execute(
-        "SELECT idx >> 8, group_concat(idx & 255) FROM"
-        " (SELECT idx FROM bank WHERE log_id = ? AND idx < ? AND status != 'retracted'"
-        " AND hash IS NOT NULL AND salt IS NOT NULL ORDER BY idx)"
-        " GROUP BY idx >> 8",
-        (log_id, size),
-    )
     return {
         str(index): hashlib.blake2b(members.encode(), digest_size=12).hexdigest()
-        for index, members in rows
+        for index, members in bank.content_members(conn, log_id, size)
     }
 
 
@@ -282,8 +275,7 @@ def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
     report = ExportReport()
     checkpoints: list[tuple[_Writer, LogExport, bytes]] = []
     rewritten: list[_Writer] = []
-    conn.execute("BEGIN")
-    try:
+    with read_transaction(conn):
         for log in logstore.list_logs(conn):
             if log.checkpoint is None:
                 continue
@@ -292,8 +284,6 @@ def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
             checkpoints.append((sub, done, log.checkpoint.encode()))
             if full:
                 rewritten.append(sub)
-    finally:
-        conn.execute("ROLLBACK")
     changed = [c for c in checkpoints if c[1].files or _stale(c[0], c[2])]
     if changed:
         _flush(root)
@@ -406,7 +396,7 @@ async def export_loop(
     try:
         seen: int | None = None
         while True:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            version = data_version(conn)
             if version != seen:
                 seen = version
                 try:

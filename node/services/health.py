@@ -26,7 +26,7 @@ from typing import Any
 from hashfed.node.config import NodeConfig
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.services.ownlog import pending_marker
-from hashfed.node.store import logstore, peers
+from hashfed.node.store import logstore, peers, status
 from hashfed.protocol.policy import format_policy
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -49,33 +49,18 @@ def status_rows(
     restore_pending = pending_marker(config.home).exists()
     rows = []
     for log in logstore.list_logs(conn):
-        sync = conn.execute(
-            "SELECT last_attempt, last_success, last_peer, last_error, failures, peer_size"
-            " FROM sync_state WHERE log_id = ?",
-            (log.id,),
-        ).fetchone() or (None, None, None, None, 0, None)
-        evidence = (
-            conn.execute(
-                "SELECT found, detail, text FROM evidence WHERE log_id = ? ORDER BY id", (log.id,)
-            ).fetchall()
-            + conn.execute(
-                "SELECT found, detail, text FROM witness_evidence WHERE origin = ? ORDER BY id",
-                (log.origin,),
-            ).fetchall()
-        )
+        sync = status.sync_state(conn, log.id)
+        evidence = status.log_evidence(conn, log.id, log.origin)
         check = quorum_check(policy, log.origin, lambda: now)
         if log.own and (policy is None or not any(w.url for w in policy.witnesses)):
             check = None  # an own log carries cosignatures only if the node pushes to witnesses
         met, attested = check(log.checkpoint) if check and log.checkpoint else (False, None)
-        flagged = conn.execute("SELECT count(*) FROM flags WHERE log_id = ?", (log.id,)).fetchone()[
-            0
-        ]
-        halted = conn.execute("SELECT halted FROM logs WHERE id = ?", (log.id,)).fetchone()[0]
-        feedback = conn.execute(
-            "SELECT count(*) FROM feedback WHERE target_origin = ?", (log.origin,)
-        ).fetchone()[0]
+        flagged = status.flag_count(conn, log.id)
+        halted = status.is_halted(conn, log.id)
+        feedback = status.feedback_count(conn, log.origin)
         role = "own" if log.own else roles.get(log.origin, "untrusted")
         followed = role not in ("own", "untrusted")
+        last_success, offered = sync.last_success, sync.peer_size
         rows.append(
             {
                 "origin": log.origin,
@@ -83,25 +68,27 @@ def status_rows(
                 "size": log.size,
                 "root": log.root.hex(),
                 "checkpoint": log.checkpoint,
-                "last_sync": sync[1],
-                "lag_seconds": None if log.own or sync[1] is None else now - sync[1],
+                "last_sync": last_success,
+                "lag_seconds": None if log.own or last_success is None else now - last_success,
                 # Entries a peer has offered (in a verified checkpoint) beyond ours.
-                "lag_entries": None if log.own or sync[5] is None else max(0, sync[5] - log.size),
-                "offered_size": sync[5],
-                "last_peer": sync[2],
-                "last_error": sync[3],
-                "failures": sync[4],
+                "lag_entries": None if log.own or offered is None else max(0, offered - log.size),
+                "offered_size": offered,
+                "last_peer": sync.last_peer,
+                "last_error": sync.last_error,
+                "failures": sync.failures,
                 "flagged": flagged,
                 "feedback": feedback,
-                "halted": bool(halted) or bool(evidence),
+                "halted": halted or bool(evidence),
                 "witnessed": None if check is None else met,
                 "attested": attested,
                 "age_seconds": None if attested is None else now - attested,
                 "policy": None if check is None or policy is None else format_policy(policy),
                 "stale": check is not None and (attested is None or now - attested > max_age),
-                "out_of_date": followed and (sync[1] is None or now - sync[1] > max_age),
+                "out_of_date": followed and (last_success is None or now - last_success > max_age),
                 "restore_pending": bool(log.own) and restore_pending,
-                "evidence": [{"found": e[0], "detail": e[1], "text": e[2]} for e in evidence],
+                "evidence": [
+                    {"found": e.found, "detail": e.detail, "text": e.text} for e in evidence
+                ],
             }
         )
     return rows

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Callable
@@ -35,7 +34,14 @@ from hashfed.node.policyfile import load_policy, policy_path
 from hashfed.node.services.ownlog import pending_marker, write_signed_head
 from hashfed.node.services.syncer import fetcher_for
 from hashfed.node.services.witnesspush import push_checkpoint
-from hashfed.node.store import logstore, peers
+from hashfed.node.store import bank, logstore, peers
+from hashfed.node.store import witness as witness_store
+from hashfed.node.store.backup import (
+    copied_log,
+    copy_database,
+    mark_published_cases,
+    published_case_indices,
+)
 from hashfed.node.store.db import open_database, transaction
 from hashfed.node.store.syncstore import SqliteSyncStore
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -66,18 +72,6 @@ class BackupReport:
     files: list[str]
 
 
-def _copy_database(source: sqlite3.Connection, target: Path) -> None:
-    """Copies a live database with SQLite's online backup API (a consistent snapshot)."""
-    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    dest = sqlite3.connect(target)
-    try:
-        source.backup(dest)
-        dest.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-    finally:
-        dest.close()
-
-
 def _private_copy(source: Path, target: Path) -> None:
     fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -104,7 +98,7 @@ def backup(node: Node, dest: Path, with_keys: bool = False) -> BackupReport:
     if config.signed_head.exists():
         _private_copy(config.signed_head, dest / config.signed_head.name)
         files.append(config.signed_head.name)
-    _copy_database(node.db.conn, dest / config.database.name)
+    copy_database(node.db.conn, dest / config.database.name)
     files.append(config.database.name)
     for extra in (config.home / CONFIG_FILE, policy_path(config.home)):
         if extra.exists():
@@ -116,11 +110,7 @@ def backup(node: Node, dest: Path, with_keys: bool = False) -> BackupReport:
             if key.is_file():
                 _private_copy(key, dest / "keys" / key.name)
                 files.append(f"keys/{key.name}")
-    copy = sqlite3.connect(dest / config.database.name)
-    try:
-        log = logstore.get_log(copy, config.origin)
-    finally:
-        copy.close()
+    log = copied_log(dest / config.database.name, config.origin)
     size = 0 if log is None else log.size
     manifest = {"origin": config.origin, "size": size, "created": int(time.time()), "files": files}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -257,18 +247,13 @@ async def _witness_sizes(node: Node, report: RecoveryReport) -> None:
         return
     pushed = await push_checkpoint(node.db, node.config.origin, policy)
     report.errors += [f"witness {name}: {error}" for name, error in pushed.errors.items()]
-    for name, size in node.db.conn.execute("SELECT name, size FROM witness_push"):
-        report.sources[f"witness {name}"] = int(size)
+    for name, size in witness_store.pushed_sizes(node.db.conn):
+        report.sources[f"witness {name}"] = size
 
 
 def _set_own(db: sqlite_utils.Database, origin: str, own: bool) -> None:
     with transaction(db) as conn:
-        conn.execute("UPDATE logs SET own = ? WHERE origin = ?", (int(own), origin))
-        if own:  # the sync bookkeeping of a mirror does not describe an own log
-            conn.execute(
-                "DELETE FROM sync_state WHERE log_id = (SELECT id FROM logs WHERE origin = ?)",
-                (origin,),
-            )
+        logstore.set_own(conn, origin, own)
 
 
 async def _catch_up(node: Node, session: aiohttp.ClientSession, peer: peers.Peer) -> SyncResult:
@@ -298,36 +283,13 @@ def _reconcile_cases(node: Node, old_size: int) -> list[str]:
     log = logstore.get_log(conn, node.config.origin)
     assert log is not None
     with transaction(node.db) as tx:
-        rows = tx.execute(
-            "SELECT h.case_id, h.position, b.idx FROM case_hashes h"
-            " JOIN cases c ON c.id = h.case_id AND c.state = 'pending'"
-            " JOIN bank b ON b.log_id = ? AND b.idx >= ? AND b.kind = h.kind AND b.hash = h.hash"
-            " WHERE h.log_index IS NULL AND h.hash IS NOT NULL",
-            (log.id, old_size),
-        ).fetchall()
-        tx.executemany(
-            "UPDATE case_hashes SET log_index = ?, hash = NULL WHERE case_id = ? AND position = ?",
-            [(idx, case_id, position) for case_id, position, idx in rows],
-        )
-        tx.executemany(
-            "UPDATE cases SET state = 'active' WHERE id = ? AND state = 'pending' AND NOT"
-            " EXISTS (SELECT 1 FROM case_hashes WHERE case_id = ? AND log_index IS NULL)",
-            [(case_id, case_id) for case_id in {r[0] for r in rows}],
-        )
-    known = {
-        int(i)
-        for (i,) in conn.execute("SELECT log_index FROM case_hashes WHERE log_index IS NOT NULL")
-    }
-    tail = [
-        int(i)
-        for (i,) in conn.execute(
-            "SELECT idx FROM bank WHERE log_id = ? AND idx >= ? ORDER BY idx", (log.id, old_size)
-        )
-    ]
+        found = mark_published_cases(tx, log.id, old_size)
+    known = published_case_indices(conn)
+    tail = bank.indices_from(conn, log.id, old_size)
     unknown = [i for i in tail if i not in known]
     lost = []
-    if rows:
-        lost.append(f"{len({r[0] for r in rows})} pending cases were found published; marked so")
+    if found:
+        lost.append(f"{len(set(found))} pending cases were found published; marked so")
     if unknown:
         lost.append(
             f"{len(unknown)} hash additions (indices {unknown[0]}..{unknown[-1]}) were published "

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 
 import aiohttp
 import sqlite_utils
 from hashfed.node.store import logstore
+from hashfed.node.store import witness as witness_store
 from hashfed.node.store.db import transaction
 from hashfed.protocol.merkle import consistency_proof
 from hashfed.protocol.policy import Policy, PolicyWitness
@@ -52,18 +52,9 @@ def log_signed_note(note: str, origin: str) -> str:
     return text + "\n" + "".join(line for line in lines if line.split(" ", 2)[1] == origin)
 
 
-def _witness_size(conn: sqlite3.Connection, name: str) -> int:
-    row = conn.execute("SELECT size FROM witness_push WHERE name = ?", (name,)).fetchone()
-    return 0 if row is None else int(row[0])
-
-
 def _set_witness_size(db: sqlite_utils.Database, name: str, size: int) -> None:
     with transaction(db) as conn:
-        conn.execute(
-            "INSERT INTO witness_push (name, size) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET size = excluded.size",
-            (name, size),
-        )
+        witness_store.set_pushed_size(conn, name, size)
 
 
 async def _push_one(
@@ -76,7 +67,7 @@ async def _push_one(
 ) -> str:
     """Returns the witness's verified cosignature line, or raises RuntimeError saying why."""
     conn = db.conn
-    old = _witness_size(conn, witness.name)
+    old = witness_store.pushed_size(conn, witness.name)
     for _attempt in range(2):
         if old > log.size:
             raise RuntimeError(f"it holds size {old}, larger than this log's {log.size}")
@@ -150,7 +141,7 @@ async def push_checkpoint(
                     if line.split(" ", 2)[1] != origin and line.split(" ", 2)[1] not in answered
                 ]
                 cosigned = note + "".join(kept) + "".join(lines)
-                conn.execute("UPDATE logs SET checkpoint = ? WHERE id = ?", (cosigned, log.id))
+                witness_store.store_cosigned_checkpoint(conn, log.id, cosigned)
     return report
 
 

@@ -15,3 +15,28 @@ def entry_status(conn: sqlite3.Connection, log_id: int, index: int) -> str | Non
         "SELECT status FROM bank WHERE log_id = ? AND idx = ?", (log_id, index)
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+def content_members(conn: sqlite3.Connection, log_id: int, size: int) -> list[tuple[int, str]]:
+    """content_members returns, per content bundle of a log's first size entries that has
+    any content, (bundle index, comma-joined offsets of its entries with content), in
+    order. Same filter as :func:`hashfed.node.store.logstore.content_bundle`, so it tells
+    which bundles an erasure changed without encoding them."""
+    rows = conn.execute(
+        "SELECT idx >> 8, group_concat(idx & 255) FROM"
+        " (SELECT idx FROM bank WHERE log_id = ? AND idx < ? AND status != 'retracted'"
+        " AND hash IS NOT NULL AND salt IS NOT NULL ORDER BY idx)"
+        " GROUP BY idx >> 8",
+        (log_id, size),
+    )
+    return [(int(index), str(members)) for index, members in rows]
+
+
+def indices_from(conn: sqlite3.Connection, log_id: int, start: int) -> list[int]:
+    """indices_from returns the indices of a log's hash additions from start on, in order."""
+    return [
+        int(i)
+        for (i,) in conn.execute(
+            "SELECT idx FROM bank WHERE log_id = ? AND idx >= ? ORDER BY idx", (log_id, start)
+        )
+    ]

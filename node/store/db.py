@@ -271,3 +271,27 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Runs the block in one read transaction, so every read sees one state of the
+    database; it writes nothing (the transaction is rolled back)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Returns SQLite's data_version: it changes whenever another connection commits."""
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version)
+
+
+def database_file(conn: sqlite3.Connection) -> str:
+    """Returns the file of the connection's main database ("" for an in-memory one);
+    raises sqlite3.Error if the connection is not open."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else ""

@@ -254,3 +254,14 @@ def flagged_count(conn: sqlite3.Connection, origin: str) -> int:
         (origin,),
     ).fetchone()
     return int(row[0])
+
+
+def set_own(conn: sqlite3.Connection, origin: str, own: bool) -> None:
+    """Marks origin's log as the node's own (or, during a recovery's catch-up, as a
+    mirrored one); making it own drops its sync bookkeeping, which describes a mirror."""
+    conn.execute("UPDATE logs SET own = ? WHERE origin = ?", (int(own), origin))
+    if own:
+        conn.execute(
+            "DELETE FROM sync_state WHERE log_id = (SELECT id FROM logs WHERE origin = ?)",
+            (origin,),
+        )
