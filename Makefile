@@ -26,10 +26,11 @@ $(VENV)/bin/python:
 # ImageMagick's MagickWand library decodes MIFF photos (through Wand).
 MAGICKWAND := $(shell ldconfig -p 2>/dev/null | grep -q libMagickWand-6.Q16 && echo present)
 
-# hasher/_pdq.c is compiled at install time: it needs gcc and Python's headers.
+# hasher/_pdq.c and node/match/_mih.c are compiled at install time: they need gcc and
+# Python's headers.
 PYTHON_H := $(shell $(PYTHON) -c "import os, sysconfig; print('present' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else '')" 2>/dev/null)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml hasher/_pdq.c
+$(STAMP): $(VENV)/bin/python pyproject.toml hasher/_pdq.c node/match/_mih.c
 ifneq ($(MAGICKWAND),present)
 	apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends libmagickwand-6.q16-6
 endif
@@ -40,17 +41,9 @@ endif
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $@
 
-# The match kernels, compiled once here: 'hashfed serve' seeds a node's numba cache
-# (<node dir>/cache/numba) from this folder rather than compiling at its first start.
-KERNEL_CACHE := $(abspath $(VENV))/share/hashfed/numba-cache
-WARM := $(VENV)/.kernels-warm
-$(WARM): $(STAMP) node/match/kernels.py node/match/index.py
-	NUMBA_CACHE_DIR=$(KERNEL_CACHE) $(PY) -m hashfed.node.match.kernels
-	touch $@
+venv: $(STAMP)
 
-venv: $(STAMP) $(WARM)
-
-run: $(STAMP) $(WARM)
+run: $(STAMP)
 	$(PY) -m hashfed.node.demo
 
 # The person's page (web/) is built with the pinned npm toolchain (web/package-lock.json)
@@ -99,7 +92,7 @@ $(NGINX):
 	dpkg-deb -x "$$(ls build/debs/nginx_*.deb | tail -n 1)" build/nginx
 	touch $@
 
-test: $(STAMP) $(WARM) $(PYTX_STAMP) $(WEB_STAMP) /usr/bin/chromium tools corpus $(NGINX)
+test: $(STAMP) $(PYTX_STAMP) $(WEB_STAMP) /usr/bin/chromium tools corpus $(NGINX)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 	$(PYTX_VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests/pytx
 
@@ -129,11 +122,10 @@ $(PYTX_VENV)/bin/python: $(VENV)/bin/python
 	$(PYTHON) -m venv $(PYTX_VENV)
 	$(PYTX_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
 
-# Both venvs link build/__editable__*: this one is installed after .venv's kernels are warm.
-$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) $(WARM) pyproject.toml node/match/kernels.py
+# Both venvs link build/__editable__*: this one is installed after .venv's.
+$(PYTX_STAMP): $(PYTX_VENV)/bin/python $(STAMP) pyproject.toml
 	rm -f $(PYTX_VENV)/.installed-*
 	$(PYTX_VENV)/bin/pip install --quiet -e '.[dev,pytx]' --config-settings editable_mode=strict
-	NUMBA_CACHE_DIR=$(abspath $(PYTX_VENV))/share/hashfed/numba-cache $(PYTX_VENV)/bin/python -m hashfed.node.match.kernels
 	touch $@
 
 # python-threatexchange, the partners' pipeline, is the benchmarks' peer; it gets
@@ -153,7 +145,7 @@ $(WRK):
 	for deb in build/debs/wrk_*.deb build/debs/libluajit-5.1-2_*.deb; do dpkg-deb -x "$$deb" build/wrk; done
 	touch $@
 
-bench: $(STAMP) $(WARM) $(BENCH_VENV)/.installed $(PYTX_STAMP) corpus $(NGINX) $(WRK)
+bench: $(STAMP) $(BENCH_VENV)/.installed $(PYTX_STAMP) corpus $(NGINX) $(WRK)
 	$(PY) -m bench
 
 # docs/configuration.md is generated from the settings declared in node/config.py

@@ -92,9 +92,8 @@ def child(impl: str, workdir: Path) -> dict[str, Any]:
     single: Any
     batch: Any
     if impl == "ours":
-        from hashfed.node.match.index import PdqIndex, warm_up
+        from hashfed.node.match.index import PdqIndex
 
-        warm_up()
         q_bytes = [q.tobytes() for q in qs]
         gc.collect()
         rss0 = _rss_mb()

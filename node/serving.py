@@ -55,7 +55,7 @@ from hashfed.node.http.readiness import Readiness
 from hashfed.node.http.witness import Witness
 from hashfed.node.logsetup import start_logging
 from hashfed.node.match.bank import BankIndex, refresh_loop
-from hashfed.node.match.load import IndexLoader, use_node_cache
+from hashfed.node.match.load import IndexLoader
 from hashfed.node.replica import open_replica_database, read_replica_keys
 from hashfed.node.services.export import export_loop
 from hashfed.node.services.syncer import Outcome, sync_loop
@@ -103,7 +103,6 @@ def serve(home: Path, options: ServeOptions, announce: Announce) -> None:
     one-line reason when it cannot start."""
     with _stop_signals_raise():
         try:
-            use_node_cache(home)
             node: Node | None = None
             if options.read_only:
                 config = load_config(home)  # a replica never opens (migrates, writes) the node
@@ -365,7 +364,7 @@ def on_bound(announce: Announce, origin: str, url: str) -> None:
 async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: Announce) -> None:
     started = time.monotonic()
     try:
-        index: BankIndex = await loader.load(on_warning=lambda text: log.warning("%s", text))
+        index: BankIndex = await loader.load()
     except Exception as exc:
         announce(f"the match index failed to load: {exc}")
         return

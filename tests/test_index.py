@@ -247,6 +247,75 @@ def test_empty_index_and_empty_batch() -> None:
     assert len(index) == 1
 
 
+def degenerate_bank(rng: np.random.Generator) -> Bank:
+    """Hashes that crowd the chunk tables: all zeros, all ones, one byte repeated, every
+    chunk equal, and one-bit neighbours of each, each several times over."""
+    base = [bytes(32), b"\xff" * 32, b"\x0f" * 32, b"\xaa\x55" * 16, bytes(range(2)) * 16]
+    rows = [np.frombuffer(h, np.uint8) for h in base for _ in range(3)]
+    rows += [np.frombuffer(flip(np.frombuffer(h, np.uint8), d, rng), np.uint8)
+             for h in base for d in (1, 2, 15, 16, 17, 31, 32, 33)]  # fmt: skip
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 57, 600])
+def test_edge_banks_match_brute_force(n: int) -> None:
+    """Empty and tiny banks, duplicates and degenerate hashes, split between the base and
+    the delta (some removed from each), at thresholds 0, 15, 16 and 31."""
+    rng = np.random.default_rng(100 + n)
+    bank = np.concatenate([random_bank(n, rng), degenerate_bank(rng)])
+    bank = np.concatenate([bank, bank[rng.integers(0, len(bank), len(bank) // 4)]])  # repeats
+    ids = rng.permutation(4 * len(bank))[: len(bank)].astype(np.int64)
+    cut = len(bank) * 2 // 3
+    index = PdqIndex(auto_compact=False)
+    index.build(ids[:cut], bank[:cut])
+    index.add(ids[cut:], bank[cut:])
+    gone = rng.choice(ids, len(ids) // 5, replace=False)
+    index.remove(gone)
+    keep = ~np.isin(ids, gone)
+    qs = [*planted_queries(bank, rng), *(h.tobytes() for h in degenerate_bank(rng))]
+    check_all(index, ids[keep], bank[keep], qs)
+    index.compact()
+    check_all(index, ids[keep], bank[keep], qs)
+
+
+def test_mih_extension_rejects_mismatched_arrays() -> None:
+    """The C loops index only within what they were given: a wrong size is a ValueError."""
+    from hashfed.node.match import _mih
+
+    h16 = np.zeros((4, 16), dtype=np.uint16)
+    offsets = np.zeros((16, 65537), dtype=np.uint32)
+    with pytest.raises(ValueError, match="rows"):
+        _mih.build(h16, offsets, np.zeros((16, 3), dtype=np.uint32))
+    with pytest.raises(ValueError, match="offsets"):
+        _mih.build(h16, offsets[:, :-1].copy(), np.zeros((16, 4), dtype=np.uint32))
+    with pytest.raises(ValueError, match="2-byte"):
+        _mih.build(h16.astype(np.uint32), offsets, np.zeros((16, 4), dtype=np.uint32))
+    rows = np.zeros((16, 4), dtype=np.uint32)
+    _mih.build(h16, offsets, rows)
+    words, alive, ids = h16.view(np.uint64), np.ones(4, np.uint8), np.arange(4, dtype=np.int64)
+    q = np.zeros((1, 32), dtype=np.uint8)
+
+    def search(ts: object, d_count: int = 0, starts: object = None, cap: int = 8) -> int:
+        return _mih.search(
+            q.view(np.uint64), q.view(np.uint16), ts, words, h16, alive, ids, offsets, rows,
+            words, alive, ids, d_count, np.zeros(cap, np.int64), np.zeros(cap, np.int32),
+            np.zeros(2, np.int64) if starts is None else starts, 0,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="thresholds"):
+        search(np.array([32], dtype=np.int64))
+    with pytest.raises(ValueError, match="d_count"):
+        search(np.array([3], dtype=np.int64), d_count=5)
+    with pytest.raises(ValueError, match="starts"):
+        search(np.array([3], dtype=np.int64), starts=np.zeros(3, np.int64))
+    starts = np.zeros(2, np.int64)
+    assert search(np.array([0], dtype=np.int64), d_count=1, starts=starts, cap=4) == 0  # 5 hits
+    assert starts.tolist() == [0, 0]
+    starts = np.zeros(2, np.int64)
+    assert search(np.array([0], dtype=np.int64), d_count=1, starts=starts) == 1
+    assert starts.tolist() == [0, 5]
+
+
 def test_md5_exact() -> None:
     rng = np.random.default_rng(8)
     bank = rng.integers(0, 256, (1000, 16), dtype=np.uint8)

@@ -330,8 +330,7 @@ def serve_command(
 
     The port is bound first: GET /healthz answers at once, and GET /readyz once
     the match index is loaded (POST /v1/match answers 503 until then). SIGTERM or
-    SIGINT stops the node within a second or two, at any moment. numba's compiled
-    kernels are kept in <dir>/cache/numba unless NUMBA_CACHE_DIR is set.
+    SIGINT stops the node within a second or two, at any moment.
 
     \b
     Example:

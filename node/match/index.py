@@ -30,9 +30,9 @@ one-bit neighbours (17 x 16 buckets, about n / 241 candidates at uniform density
 and verifies each live candidate with four 64-bit popcounts. With ``t <= 15`` some
 chunk is equal, and only the 16 exact buckets are probed. A candidate that lies
 within reach in several chunks is reported only from the first of them, so no
-result set is needed. The kernels live in :mod:`hashfed.node.match.kernels`, compiled by
-numba (``cache=True``, ``nogil=True``) and imported on the first build or search, so
-importing this module does not import numba.
+result set is needed. Building the table and searching it are C loops in
+:mod:`hashfed.node.match._mih` (node/match/_mih.c), compiled when hashfed is
+installed; they release the GIL for all their work.
 
 Memory per PDQ entry: 32 (hash) + 8 (id) + 1 (tombstone) + 16 x 4 (chunk tables)
 = 105 bytes, plus 4 MiB of chunk offsets: about 110 MB for a million hashes.
@@ -51,7 +51,7 @@ Every method is synchronous and short (searches take microseconds; a compaction
 at a million entries takes about 0.1-0.2 s), so in the node's single event loop
 calling them directly from handlers and from the sync task is safe: calls never
 interleave. Beyond that, searches take no lock and work on a snapshot of the
-segments, and the kernels release the GIL, so searches may also run in worker
+segments, and the C loops release the GIL, so searches may also run in worker
 threads (``asyncio.to_thread``) concurrently with each other and with one update
 at a time; updates serialise on an internal lock. A search that overlaps a
 ``remove`` may or may not see that removal; every search that starts after
@@ -60,19 +60,18 @@ at a time; updates serialise on an internal lock. A search that overlaps a
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from hashfed.hasher.pdq import PDQ_MATCH_THRESHOLD
+from hashfed.node.match import _mih
 from hashfed.protocol.kinds import MD5, PDQ
 
 PDQ_BYTES = PDQ.size
@@ -119,12 +118,6 @@ class IndexStats:
     delta_rows: int
     dead_rows: int
     nbytes: int
-
-
-def kernels() -> ModuleType:
-    """kernels returns :mod:`hashfed.node.match.kernels`, importing numba on first use: an
-    index is searchable only once its kernels are compiled or loaded from cache."""
-    return importlib.import_module("hashfed.node.match.kernels")
 
 
 # --------------------------------------------------------------------------- input checks
@@ -442,12 +435,11 @@ class PdqIndex(KindIndex):
         n = len(hashes)
         if n >= 1 << 32:
             raise ValueError("a PDQ index holds fewer than 2**32 rows")
-        offsets = np.zeros((CHUNKS, CHUNK_VALUES + 1), dtype=np.uint32)
+        offsets = np.empty((CHUNKS, CHUNK_VALUES + 1), dtype=np.uint32)
         rows = np.empty((CHUNKS, n), dtype=np.uint32)
         words = hashes.view(np.uint64)
         h16 = hashes.view(np.uint16)
-        if n:  # an empty table needs no kernel (nor numba)
-            kernels()._mih_build(h16, offsets, rows)
+        _mih.build(h16, offsets, rows)
         return {"words": words, "h16": h16, "offsets": offsets, "rows": rows}
 
     def search(self, hash32: bytes, threshold: int = PDQ_MATCH_THRESHOLD) -> list[Match]:
@@ -514,9 +506,8 @@ def _pdq_search_part(state: _State, q: U8Array, ts: I64Array) -> list[list[Match
     qw = q.view(np.uint64)
     q16 = q.view(np.uint16)
     first = 0
-    search = kernels()._pdq_search
     while True:
-        first = search(
+        first = _mih.search(
             qw, q16, ts,
             s["words"], s["h16"], base.alive, base.ids, s["offsets"], s["rows"],
             delta.hashes.view(np.uint64), delta.alive, delta.ids, d_count,
@@ -637,15 +628,6 @@ class ExactIndex(KindIndex):
         return out
 
 
-def warm_up() -> None:
-    """warm_up compiles (or loads from numba's cache) the PDQ kernels, so that the first
-    real query does not pay for it."""
-    index = PdqIndex()
-    index.build(np.arange(2, dtype=np.int64), np.zeros((2, PDQ_BYTES), dtype=np.uint8))
-    index.add([5], [bytes(PDQ_BYTES)])
-    index.search(bytes(PDQ_BYTES))
-
-
 __all__ = [
     "DEAD_FRACTION",
     "DELTA_FRACTION",
@@ -659,6 +641,4 @@ __all__ = [
     "Match",
     "Md5Index",
     "PdqIndex",
-    "kernels",
-    "warm_up",
 ]

@@ -295,3 +295,16 @@ def database_file(conn: sqlite3.Connection) -> str:
     raises sqlite3.Error if the connection is not open."""
     row = conn.execute("PRAGMA database_list").fetchone()
     return str(row[2]) if row else ""
+
+
+def open_read_only(path: Path | str) -> sqlite3.Connection:
+    """Opens the database at path for reading only, on a connection of its own (the
+    match index loads the bank on it, off the event loop). Like open_database's, it
+    waits up to a minute for a writer's lock rather than fail."""
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=60000")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
