@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from hashfed.node import servicelog
 from hashfed.node.cli.output import plural
-from hashfed.node.cli.sync import witness_loop
+from hashfed.node.services.witnesspush import witness_loop
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, ensure_admin_token, open_node
