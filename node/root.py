@@ -13,8 +13,9 @@ before the connections close, which they do last.
 A read replica (``hashfed serve --read-only``, node/replica.py) is built here too,
 over one ``query_only`` connection and the keys it reads, with nothing that writes.
 
-node/serving.py drives the result: logging, TLS, binding, loading the index after
-the bind, and a prompt stop. Tests and embedders build the same apps.
+It also makes the TLS context ([server] tls_cert, tls_key). node/serving.py drives
+the result: logging, binding, loading the index after the bind, and a prompt stop.
+Tests and embedders build the same apps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import sqlite_utils
 from aiohttp import web
 from hashfed.node import servicelog
 from hashfed.node.config import NodeConfig, ServerConfig
+from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, ensure_admin_token
 from hashfed.node.http.app import AdminAccess, NodeServices, create_app
 from hashfed.node.http.cases import batch_loop
@@ -51,6 +54,10 @@ from hashfed.node.store.db import open_database
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
+class ServeError(NodeError):
+    """The node cannot serve as configured (port, TLS files, database); the message says why."""
+
+
 @dataclass(frozen=True)
 class ServingNode:
     """A node's app, wired, and what the start-up path drives once it is bound."""
@@ -62,6 +69,28 @@ class ServingNode:
     """Loads the match index (after the bind); its readiness is what /readyz reports."""
     bound: asyncio.Event
     """Set once the port is bound: the background loops wait for it."""
+
+
+def tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """Returns the TLS context for [server] tls_cert and tls_key, or None without them.
+    Raises ServeError, naming the file, if they cannot be read or do not match."""
+    files = config.tls_files
+    if files is None:
+        return None
+    cert, key = files
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ServeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise ServeError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from None
+    return context
 
 
 def index_loader(config: NodeConfig) -> IndexLoader:
@@ -275,4 +304,12 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
-__all__ = ["ServingNode", "create_replica_app", "index_loader", "replica_node", "writer_node"]
+__all__ = [
+    "ServeError",
+    "ServingNode",
+    "create_replica_app",
+    "index_loader",
+    "replica_node",
+    "tls_context",
+    "writer_node",
+]

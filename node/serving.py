@@ -49,21 +49,16 @@ from aiohttp import web
 from hashfed.node import servicelog
 from hashfed.node.cli.output import plural
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
-from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import start_logging
 from hashfed.node.match.bank import BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader, use_node_cache
-from hashfed.node.root import ServingNode, replica_node, writer_node
+from hashfed.node.root import ServeError, ServingNode, replica_node, tls_context, writer_node
 
 SHUTDOWN_GRACE = 1.0
 """Seconds requests in flight may take to finish once a stop is requested."""
 
 log = logging.getLogger("hashfed.serve")
-
-
-class ServeError(NodeError):
-    """The node cannot serve as configured (port, TLS files, database); the message says why."""
 
 
 class _Stopped(BaseException):
@@ -106,7 +101,7 @@ def serve(home: Path, options: ServeOptions, announce: Announce) -> None:
                 node, server = _open(home, options)
                 config = node.config
             try:
-                tls = _tls_context(config)
+                tls = tls_context(config)
             except BaseException:
                 if node is not None:
                     node.close()
@@ -163,26 +158,6 @@ def _start(config: NodeConfig, options: ServeOptions) -> ServerConfig:
         listen=options.listen if options.listen is not None else config.server.listen,
         port=options.port if options.port is not None else config.server.port,
     )
-
-
-def _tls_context(config: NodeConfig) -> ssl.SSLContext | None:
-    files = config.tls_files
-    if files is None:
-        return None
-    cert, key = files
-    for what, path in (("certificate", cert), ("key", key)):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise ServeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        reason = exc.reason or str(exc)
-        raise ServeError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from None
-    return context
 
 
 def _bind_error(server: ServerConfig, exc: OSError) -> str:
