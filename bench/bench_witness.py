@@ -103,7 +103,7 @@ def serve(home: Path) -> None:
     from aiohttp import web
     from hashfed.node.config import ServerConfig
     from hashfed.node.home import open_node
-    from hashfed.node.http.app import create_app
+    from hashfed.node.http.app import NodeServices, create_app
     from hashfed.node.http.witness import Witness
     from hashfed.node.store.db import open_database
 
@@ -113,7 +113,7 @@ def serve(home: Path) -> None:
             open_database(node.config.database), node.witness_signer(), lambda: int(time.time())
         )
         config = ServerConfig(public_logs=(node.config.origin,))
-        app = create_app(node.db.conn, node.config.origin, config, witness=witness)
+        app = create_app(NodeServices(node.db.conn, node.config.origin, config, witness=witness))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -11,6 +11,9 @@ Start-up, in order:
 3. load the match index off the event loop (node/match/load.py); ``/readyz``
    answers 200 once it is loaded.
 
+What is served (the app, its databases, witness, case desk and background loops)
+is built by the composition root, node/root.py; this module drives it.
+
 SIGTERM or SIGINT stops the node at any moment, warm-up included: the listening
 socket closes, requests in flight get :data:`SHUTDOWN_GRACE` seconds, background
 tasks are cancelled (an interrupted sync rolls back its transaction), every
@@ -18,9 +21,10 @@ database connection is closed, and the process exits 0. The index loader only
 reads, so it is abandoned, not awaited.
 
 ``hashfed serve --read-only`` (``ServeOptions(read_only=True)``) runs the same
-steps as a read replica: it reads hashfed.toml without opening the node (no
-migration, no writes), reads through node/replica.py's ``query_only`` connection
-and keys, and runs no witness endpoint, sync, witness push, export or case desk.
+steps as a read replica (node/root.py's ``replica_node``): it reads hashfed.toml
+without opening the node (no migration, no writes), reads through a ``query_only``
+connection and the keys node/replica.py reads, and runs no witness endpoint, sync,
+witness push, export or case desk.
 """
 
 from __future__ import annotations
@@ -35,41 +39,26 @@ import sqlite3
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from aiohttp import web
 from hashfed.node import servicelog
 from hashfed.node.cli.output import plural
-from hashfed.node.cli.sync import witness_loop
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
-from hashfed.node.errors import NodeError
-from hashfed.node.home import Node, ensure_admin_token, open_node
-from hashfed.node.http.admin import setup_admin
-from hashfed.node.http.app import create_app
-from hashfed.node.http.cases import serve_cases
-from hashfed.node.http.readiness import Readiness
-from hashfed.node.http.witness import Witness
+from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import start_logging
 from hashfed.node.match.bank import BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader
-from hashfed.node.replica import open_replica_database, read_replica_keys
-from hashfed.node.services.export import export_loop
-from hashfed.node.services.syncer import Outcome, sync_loop
-from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
-from hashfed.node.store.db import open_database
+from hashfed.node.root import ServeError, ServingNode, replica_node, tls_context, writer_node
 
 SHUTDOWN_GRACE = 1.0
 """Seconds requests in flight may take to finish once a stop is requested."""
 
 log = logging.getLogger("hashfed.serve")
-
-
-class ServeError(NodeError):
-    """The node cannot serve as configured (port, TLS files, database); the message says why."""
 
 
 class _Stopped(BaseException):
@@ -111,7 +100,7 @@ def serve(home: Path, options: ServeOptions, announce: Announce) -> None:
                 node, server = _open(home, options)
                 config = node.config
             try:
-                tls = _tls_context(config)
+                tls = tls_context(config)
             except BaseException:
                 if node is not None:
                     node.close()
@@ -170,26 +159,6 @@ def _start(config: NodeConfig, options: ServeOptions) -> ServerConfig:
     )
 
 
-def _tls_context(config: NodeConfig) -> ssl.SSLContext | None:
-    files = config.tls_files
-    if files is None:
-        return None
-    cert, key = files
-    for what, path in (("certificate", cert), ("key", key)):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise ServeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        reason = exc.reason or str(exc)
-        raise ServeError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from None
-    return context
-
-
 def _bind_error(server: ServerConfig, exc: OSError) -> str:
     where = f"{server.listen}:{server.port}"
     if exc.errno == errno.EADDRINUSE:
@@ -215,123 +184,31 @@ async def _serve(
     options: ServeOptions,
     announce: Announce,
 ) -> None:
-    """Serves until a stop signal: the writer with node, a read replica without."""
+    """Serves until a stop signal: the writer with node, a read replica without; both
+    built by the composition root (node/root.py)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     if node is None:
-        return await _serve_replica(config, server, tls, announce, stopping)
-    config = node.config
-    read_db = open_database(config.database)
-    witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
-    push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
-    readiness = Readiness()
-    loader = IndexLoader(
-        config.database,
-        readiness,
-        thresholds=config.match.thresholds,
-        default_threshold=config.match.threshold,
-    )
-    app = create_app(
-        read_db.conn,
-        config.origin,
-        server,
-        match_index=loader.current,
-        api_token=node.api_token(),
-        witness=Witness(witness_db, node.witness_signer(), lambda: int(time.time())),
-        readiness=readiness,
-        session_secret=load_session_secret(config.home / SESSION_SECRET_FILE),
-        peer_signer=node.peer_signer,
-    )
-
-    def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
-        servicelog.observe_sync_round(app, outcomes)
-        index = loader.current()
-        for outcome in outcomes or []:
-            if index is not None and outcome.result is not None:
-                index.update_from_sync(read_db.conn, outcome.result)
-
-    bound = asyncio.Event()  # background work starts once the port is bound
-
-    async def background(_app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_once(bound, witness_loop(push_db, node.config)))]
-        if not options.no_sync:
-            tasks.append(asyncio.create_task(_once(bound, sync_loop(node, on_round=after_round))))
-        if options.export_dir is not None:
-            exporting = export_loop(config.database, options.export_dir)
-            tasks.append(asyncio.create_task(_once(bound, exporting)))
-        yield
-        await _cancel(tasks)
-        node.close()
-        for db in (read_db, witness_db, push_db):
-            db.conn.close()
-
-    app.cleanup_ctx.append(background)  # first: its databases close after everything else
-    if config.metrics.enabled:
-        setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
-    if config.role == "publisher":
-        serve_cases(app, node)  # the case desk (node/http/cases.py) and its batch job
-    await _run(app, config, server, tls, announce, stopping, bound, loader, read_db.conn)
-
-
-async def _serve_replica(
-    config: NodeConfig,
-    server: ServerConfig,
-    tls: ssl.SSLContext | None,
-    announce: Announce,
-    stopping: asyncio.Event,
-) -> None:
-    """A read replica: the writer's database through a query_only connection, the keys
-    read from the node directory, and nothing that writes."""
-    conn = open_replica_database(config.database)
-    try:
-        keys = read_replica_keys(config)
-        readiness = Readiness()
-        loader = IndexLoader(
-            config.database,
-            readiness,
-            thresholds=config.match.thresholds,
-            default_threshold=config.match.threshold,
-        )
-        app = create_app(
-            conn,
-            config.origin,
-            server,
-            match_index=loader.current,
-            api_token=keys.api_token,
-            readiness=readiness,
-            session_secret=keys.session_secret,
-            peer_signer=keys.peer_signer,
-        )
-    except BaseException:
-        conn.close()
-        raise
-
-    async def background(_app: web.Application) -> AsyncIterator[None]:
-        yield
-        conn.close()
-
-    app.cleanup_ctx.append(background)  # first: the connection closes after everything else
-    if config.metrics.enabled and not config.metrics.listen:  # [metrics] port: the writer's
-        setup_admin(app, conn, config, ensure_admin_token(config.home))
-    await _run(app, config, server, tls, announce, stopping, asyncio.Event(), loader, conn)
+        built = replica_node(config, server)
+    else:
+        config = node.config
+        built = writer_node(node, server, sync=not options.no_sync, export_dir=options.export_dir)
+    await _run(built, config, server, tls, announce, stopping)
 
 
 async def _run(
-    app: web.Application,
+    built: ServingNode,
     config: NodeConfig,
     server: ServerConfig,
     tls: ssl.SSLContext | None,
     announce: Announce,
     stopping: asyncio.Event,
-    bound: asyncio.Event,
-    loader: IndexLoader,
-    conn: sqlite3.Connection,
 ) -> None:
-    """Binds, announces, loads the index and serves app until stopping is set."""
+    """Binds, announces, loads the index and serves the built app until stopping is set."""
     runner = web.AppRunner(
-        app,
+        built.app,
         access_log=None,  # node/http/accesslog.py logs every request, by route name
         shutdown_timeout=SHUTDOWN_GRACE,
     )
@@ -344,8 +221,8 @@ async def _run(
         except OSError as exc:
             raise ServeError(_bind_error(server, exc)) from None
         on_bound(announce, config.origin, _url(tls is not None, runner.addresses, server))
-        bound.set()
-        matching = asyncio.create_task(_match_index(loader, conn, announce))
+        built.bound.set()
+        matching = asyncio.create_task(_match_index(built.loader, built.conn, announce))
         await stopping.wait()
         await servicelog.stopping(config.origin)
     finally:
@@ -376,16 +253,6 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
         " POST /v1/match with keys/api.token"
     )
     await refresh_loop(index, conn)
-
-
-async def _once(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Runs work once event is set (closing it unstarted if cancelled before)."""
-    try:
-        await event.wait()
-    except asyncio.CancelledError:
-        work.close()
-        raise
-    await work
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

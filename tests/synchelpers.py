@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from hashfed.node.config import ServerConfig, write_config
 from hashfed.node.home import Node, init_node
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.services.ownlog import NewHash
 from hashfed.node.services.syncer import Outcome, sync_node
 from hashfed.node.store import logstore, peers
@@ -96,11 +96,13 @@ async def serve(
     """Serves node's logs on 127.0.0.1 (its own database connection); yields the base URL."""
     db = open_database(node.config.database)
     app = create_app(
-        db.conn,
-        node.config.origin,
-        ServerConfig(**config),
-        clock=server_clock,
-        peer_signer=node.peer_signer,
+        NodeServices(
+            db.conn,
+            node.config.origin,
+            ServerConfig(**config),
+            clock=server_clock,
+            peer_signer=node.peer_signer,
+        )
     )
     async with run_app(app, config.get("port", 0)) as url:
         yield url

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from hashfed.node.config import ServerConfig
 from hashfed.node.http import authcheck
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.authcheck import log_of_path
 from hashfed.node.store.db import open_database
 from hashfed.protocol.tiles import content_path, entries_path, log_prefix, tile_path
@@ -79,7 +79,7 @@ async def test_check_refuses_odd_paths_and_unknown_logs(tmp_path: Path) -> None:
     allow(p, c, read=("someone.else/log",))
     public = "/" + log_prefix(P)
     db = open_database(p.config.database)
-    app = create_app(db.conn, P, ServerConfig(public_logs=(P,)))
+    app = create_app(NodeServices(db.conn, P, ServerConfig(public_logs=(P,))))
     async with run_app(app) as url, aiohttp.ClientSession() as session:
 
         async def check(uri: str, header: str | None = None) -> tuple[int, str]:

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from hashfed.node.config import CasesConfig, ServerConfig
 from hashfed.node.home import Node
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.cases import (
     CASES_PATH,
     MAX_CASE_BODY,
@@ -126,7 +126,9 @@ async def desk_server(
     server = ServerConfig()
     if request_timeout is not None:
         server = replace(server, request_timeout=request_timeout)
-    app = create_app(db.conn, node.config.origin, server, peer_signer=node.peer_signer)
+    app = create_app(
+        NodeServices(db.conn, node.config.origin, server, peer_signer=node.peer_signer)
+    )
     api = setup_case_api(app, desk, config, clock=clock.mono)
     runner = web.AppRunner(
         app,

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from hashfed.node.config import CasesConfig, ServerConfig
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.cases import CASES_PATH, PIN_HEADER, CaseApi, setup_case_api
 from hashfed.node.match.bank import BankIndex
 from hashfed.node.services import casedesk as cases_module
@@ -48,11 +48,13 @@ async def flood_desk(tmp_path: Path, **cases: object) -> AsyncIterator[Desk]:
     desk = open_case_desk(node.config, node.signer)
     db = open_database(node.config.database)
     app = create_app(
-        db.conn,
-        node.config.origin,
-        ServerConfig(listen="0.0.0.0"),
-        match_index=BankIndex.load(db.conn),
-        api_token=node.api_token(),
+        NodeServices(
+            db.conn,
+            node.config.origin,
+            ServerConfig(listen="0.0.0.0"),
+            match_index=BankIndex.load(db.conn),
+            api_token=node.api_token(),
+        )
     )
     api = setup_case_api(app, desk, config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hashfed.hasher.formats import ACCEPTED_PHOTO_EXTENSIONS, ACCEPTED_VIDEO_EXTENSIONS
 from hashfed.node.config import ServerConfig
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.casepage import (
     CONTENT_SECURITY_POLICY,
     choose_language,
@@ -49,7 +49,7 @@ REFUSALS = (
 async def _client(tmp_path: Path) -> TestClient[web.Request, web.Application]:
     node = make_node(tmp_path, "p", "publisher")
     db = open_database(node.config.database)
-    app = create_app(db.conn, node.config.origin, ServerConfig())
+    app = create_app(NodeServices(db.conn, node.config.origin, ServerConfig()))
     setup_case_page(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -126,7 +126,7 @@ async def test_page_requests_are_logged_without_address_or_headers(
 ) -> None:
     node = make_node(tmp_path, "p", "publisher")
     db = open_database(node.config.database)
-    app = create_app(db.conn, node.config.origin, ServerConfig())
+    app = create_app(NodeServices(db.conn, node.config.origin, ServerConfig()))
     setup_case_page(app)
     runner = web.AppRunner(
         app,

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from hashfed.node.config import CasesConfig, ServerConfig
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.cases import CASES_PATH, PIN_HEADER, setup_case_api
 from hashfed.node.match.bank import BankIndex
 from hashfed.node.services.casedesk import open_case_desk
@@ -29,11 +29,13 @@ async def node_server(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     desk = open_case_desk(node.config, node.signer)
     db = open_database(node.config.database)
     app = create_app(
-        db.conn,
-        node.config.origin,
-        ServerConfig(max_body=4096),
-        match_index=BankIndex.load(db.conn),
-        api_token=node.api_token(),
+        NodeServices(
+            db.conn,
+            node.config.origin,
+            ServerConfig(max_body=4096),
+            match_index=BankIndex.load(db.conn),
+            api_token=node.api_token(),
+        )
     )
     setup_case_api(app, desk, CasesConfig(guess_burst=1000, open_burst=1000))
     runner = web.AppRunner(app, handle_signals=False)

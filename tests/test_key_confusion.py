@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from hashfed.node.config import ServerConfig
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.store.db import open_database, transaction
 from hashfed.node.store.peers import add_peer
 from hashfed.protocol.session import peer_key_name
@@ -48,7 +48,7 @@ async def test_a_server_that_does_not_sign_its_reply_is_refused(tmp_path: Path) 
     p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
     allow(p, a)
     db = open_database(p.config.database)
-    app = create_app(db.conn, P, ServerConfig())  # no peer_signer: no signed reply
+    app = create_app(NodeServices(db.conn, P, ServerConfig()))  # no peer_signer: no signed reply
     try:
         async with run_app(app) as url, aiohttp.ClientSession() as session:
             server_key = parse_verifier(p.peer_signer.vkey())

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hashfed.node.cli.main import main
 from hashfed.node.config import ServerConfig
 from hashfed.node.home import Node
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.match import MATCH_PATH, MAX_BATCH, MAX_BODY
 from hashfed.node.match.bank import BankIndex
 from hashfed.node.services.ownlog import NewHash
@@ -51,7 +51,13 @@ async def serve_matching(node: Node) -> AsyncIterator[tuple[str, BankIndex, Any]
     db = open_database(node.config.database)
     index = BankIndex.load(db.conn)
     app = create_app(
-        db.conn, node.config.origin, ServerConfig(), match_index=index, api_token=node.api_token()
+        NodeServices(
+            db.conn,
+            node.config.origin,
+            ServerConfig(),
+            match_index=index,
+            api_token=node.api_token(),
+        )
     )
     async with run_app(app) as url:
         yield url, index, db.conn

@@ -3,6 +3,7 @@ against a live ``hashfed serve`` with schemathesis (stateful and stateless)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,13 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from hashfed.node.config import ServerConfig, write_config
-from hashfed.node.http.admin import setup_admin
-from hashfed.node.http.app import create_app
-from hashfed.node.http.cases import serve_cases
-from hashfed.node.http.witness import Witness
-from hashfed.node.match.bank import BankIndex
-from hashfed.node.store.db import open_database, transaction
+from hashfed.node.root import writer_node
+from hashfed.node.store.db import transaction
 from hashfed.node.store.peers import add_peer
 from hashfed.protocol.session import peer_key_name, sign_session_request
 from hashfed.signing.keys import generate_key, parse_signer
@@ -50,31 +48,27 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 
 def _app_operations(tmp_path: Path) -> set[tuple[str, str]]:
+    """Returns the operations a publisher's 'hashfed serve' answers, as the composition
+    root builds it ([metrics] enabled, on the main port)."""
     node = make_node(tmp_path, "p", "publisher")
-    db = open_database(node.config.database)
-    witness_db = open_database(node.config.database)
-    app = create_app(
-        db.conn,
-        node.config.origin,
-        ServerConfig(),
-        match_index=BankIndex.load(db.conn),
-        api_token=node.api_token(),
-        witness=Witness(witness_db, node.witness_signer(), lambda: 0),
-        peer_signer=node.peer_signer,
-    )
-    setup_admin(app, db.conn, node.config, "admin-token")  # [metrics] enabled, on the main port
-    api = serve_cases(app, node)  # as 'hashfed serve' does on a publisher
+
+    async def routes() -> list[web.AbstractRoute]:
+        built = writer_node(node, ServerConfig(), sync=False)
+        runner = web.AppRunner(built.app, handle_signals=False)
+        await runner.setup()  # starts the cleanup contexts; the loops wait for a bind
+        try:
+            return list(built.app.router.routes())
+        finally:
+            await runner.cleanup()
+
     operations = set()
-    for route in app.router.routes():
+    for route in asyncio.run(routes()):
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
         assert path, info
         path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
         methods = METHODS if route.method == "*" else (route.method.lower(),)
         operations |= {(m, path) for m in methods if m != "head"}
-    api.desk.close()
-    db.conn.close()
-    witness_db.conn.close()
     return operations
 
 

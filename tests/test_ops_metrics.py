@@ -165,8 +165,7 @@ async def test_a_separate_admin_listener_serves_metrics_and_the_main_port_does_n
 ) -> None:
     from hashfed.node.config import MetricsConfig, ServerConfig
     from hashfed.node.home import ensure_admin_token as admin_token
-    from hashfed.node.http.admin import setup_admin
-    from hashfed.node.http.app import create_app
+    from hashfed.node.http.app import AdminAccess, NodeServices, create_app
     from hashfed.node.store.db import open_database
     from synchelpers import run_app
 
@@ -175,8 +174,9 @@ async def test_a_separate_admin_listener_serves_metrics_and_the_main_port_does_n
     config = replace(node.config, metrics=MetricsConfig(listen="127.0.0.1", port=admin_port))
     token = admin_token(config.home)
     db = open_database(config.database)
-    app = create_app(db.conn, config.origin, ServerConfig())
-    setup_admin(app, db.conn, config, token)
+    app = create_app(
+        NodeServices(db.conn, config.origin, ServerConfig(), admin=AdminAccess(config, token))
+    )
     bearer = {"Authorization": "Bearer " + token}
     async with run_app(app) as url:
         admin = f"http://127.0.0.1:{admin_port}"

@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 from hashfed.node.config import ServerConfig
 from hashfed.node.errors import NodeError
-from hashfed.node.http.app import create_app
-from hashfed.node.replica import create_replica_app, open_replica_database
+from hashfed.node.http.app import NodeServices, create_app
+from hashfed.node.replica import open_replica_database
+from hashfed.node.root import create_replica_app
 from hashfed.node.services.ownlog import NewHash
 from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.store import peers
@@ -104,7 +105,7 @@ async def test_writer_token_works_at_the_replica(tmp_path: Path) -> None:
     allow(p, a)
     secret = load_session_secret(p.config.home / SESSION_SECRET_FILE)
     writer_db = open_database(p.config.database)
-    writer = create_app(writer_db.conn, P, ServerConfig(), session_secret=secret)
+    writer = create_app(NodeServices(writer_db.conn, P, ServerConfig(), session_secret=secret))
     replica = create_replica_app(p.config, ServerConfig())
     async with (
         run_app(writer) as writer_url,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hashfed.node.cli.main import main
 from hashfed.node.config import NodeConfig, ServerConfig, write_config
 from hashfed.node.home import init_node
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.readiness import Readiness
 from hashfed.node.store.db import open_database
 from servehelpers import (
@@ -245,12 +245,14 @@ async def test_readyz_and_match_answer_503_until_the_index_loads(
     readiness = Readiness()
     readiness.wait_for("index", "reading the bank")
     app = create_app(
-        node.db.conn,
-        node.config.origin,
-        ServerConfig(),
-        match_index=lambda: None,
-        api_token="secret-token",
-        readiness=readiness,
+        NodeServices(
+            node.db.conn,
+            node.config.origin,
+            ServerConfig(),
+            match_index=lambda: None,
+            api_token="secret-token",
+            readiness=readiness,
+        )
     )
     client: TestClient = await aiohttp_client(app)  # type: ignore[type-arg]
     health = await client.get("/healthz")

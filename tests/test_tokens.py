@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from hashfed.node.config import ServerConfig
 from hashfed.node.errors import NodeError
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.services import tokens
 from hashfed.node.services.tokens import InvalidToken, check_token, load_session_secret, mint_token
 from hashfed.node.store import peers
@@ -64,8 +64,11 @@ async def test_one_login_serves_every_replica_and_removal_is_immediate(tmp_path:
     allow(p, b)
     secret = load_session_secret(tmp_path / "session.key")
     dbs = [open_database(p.config.database) for _ in range(3)]
-    apps = [create_app(db.conn, P, ServerConfig(), session_secret=secret) for db in dbs[:2]]
-    loner = create_app(dbs[2].conn, P, ServerConfig())  # no shared secret
+    apps = [
+        create_app(NodeServices(db.conn, P, ServerConfig(), session_secret=secret))
+        for db in dbs[:2]
+    ]
+    loner = create_app(NodeServices(dbs[2].conn, P, ServerConfig()))  # no shared secret
     client = SessionClient(b.peer_signer, P)
     async with (
         run_app(apps[0]) as writer,
@@ -97,7 +100,7 @@ async def test_auth_check_answers_for_a_proxy(tmp_path: Path) -> None:
     allow(p, b)
     allow(p, c, read=("someone.else/log",))
     db = open_database(p.config.database)
-    app = create_app(db.conn, P, ServerConfig())
+    app = create_app(NodeServices(db.conn, P, ServerConfig()))
     async with run_app(app) as url, aiohttp.ClientSession() as session:
 
         async def check(uri: str, header: str | None = None) -> tuple[int, str, str]:
@@ -119,7 +122,7 @@ async def test_auth_check_answers_for_a_proxy(tmp_path: Path) -> None:
         assert (await check("/etc/passwd", b_header))[0] == 403
     db.conn.close()
     public = open_database(p.config.database)
-    app = create_app(public.conn, P, ServerConfig(public_logs=(P,)))
+    app = create_app(NodeServices(public.conn, P, ServerConfig(public_logs=(P,))))
     async with run_app(app) as url, aiohttp.ClientSession() as session:
         headers = {"X-Original-URI": f"/{log_prefix(P)}/checkpoint"}
         async with session.get(f"{url}/v1/auth/check", headers=headers) as r:

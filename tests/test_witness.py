@@ -450,10 +450,12 @@ async def test_vector_cosignature_from_the_endpoint(case: dict[str, Any], tmp_pa
     )
     witness = Witness(node.db, cosigner, lambda: timestamp)
     from hashfed.node.config import ServerConfig
-    from hashfed.node.http.app import create_app
+    from hashfed.node.http.app import NodeServices, create_app
     from synchelpers import run_app
 
-    app = create_app(node.db.conn, node.config.origin, ServerConfig(), witness=witness)
+    app = create_app(
+        NodeServices(node.db.conn, node.config.origin, ServerConfig(), witness=witness)
+    )
     async with run_app(app) as url, aiohttp.ClientSession() as s:
         status, text, _ = await post(
             s, url + "/witness/add-checkpoint", body(0, case["checkpoint"])

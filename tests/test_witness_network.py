@@ -24,9 +24,10 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
 from hashfed.node.cli.main import main
-from hashfed.node.cli.sync import _status_rows, witness_loop
+from hashfed.node.cli.sync import _status_rows
 from hashfed.node.config import write_config
 from hashfed.node.home import Node, open_node
+from hashfed.node.services.witnesspush import witness_loop
 from hashfed.node.store import logstore
 from hashfed.protocol.evidence import check_evidence, parse_evidence
 from hashfed.protocol.records import Reason

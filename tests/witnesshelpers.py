@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 from hashfed.node.config import ServerConfig
 from hashfed.node.home import Node
-from hashfed.node.http.app import create_app
+from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.witness import WITNESS_PATH, Witness
 from hashfed.node.policyfile import policy_path
 from hashfed.node.services.witnesspush import PushReport, push_checkpoint
@@ -73,7 +73,7 @@ async def serve_witness(node: Node, clock: Clock) -> AsyncIterator[Served]:
     """Serves node's logs and its witness endpoint on loopback."""
     db = open_database(node.config.database)
     witness = witness_of(node, clock)
-    app = create_app(db.conn, node.config.origin, ServerConfig(), witness=witness)
+    app = create_app(NodeServices(db.conn, node.config.origin, ServerConfig(), witness=witness))
     try:
         async with run_app(app) as url:
             yield Served(node, url, clock)

@@ -39,7 +39,7 @@ LAZY_COMMANDS = {
     "policy": "hashfed.node.cli.witness:policy_group",
     "publish": "hashfed.node.cli.log:publish_command",
     "retract": "hashfed.node.cli.log:retract_command",
-    "serve": "hashfed.node.cli.sync:serve_command",
+    "serve": "hashfed.node.cli.serve:serve_command",
     "status": "hashfed.node.cli.sync:status_command",
     "sync": "hashfed.node.cli.sync:sync_command",
     "trust": "hashfed.node.cli.peers:trust_group",

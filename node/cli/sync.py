@@ -1,25 +1,23 @@
-"""``hashfed sync``, ``hashfed status`` and ``hashfed serve``."""
+"""``hashfed sync`` and ``hashfed status``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 from hashfed.node.cli.output import emit, iso_time, output_options
-from hashfed.node.config import NodeConfig, load_config
+from hashfed.node.config import load_config
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import log_options, start_logging
 from hashfed.node.policyfile import load_policy
 from hashfed.node.services.health import UNKNOWN, assess, row_problems, status_rows
 from hashfed.node.services.syncer import Outcome, sync_node
-from hashfed.node.services.witnesspush import log_push, push_checkpoint
 from hashfed.node.store import logstore
 from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.policy import format_policy
@@ -264,91 +262,3 @@ def status_command(home: Path, check: bool, wide: bool, fmt: str) -> None:
             ],
         )
     sys.exit(verdict.code)
-
-
-async def witness_loop(
-    db: sqlite_utils.Database,
-    config: NodeConfig,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> None:
-    """Submits the own checkpoint to the policy's witnesses within seconds of a change
-    (a case batch, a withdrawal) and again at a steady cadence even when nothing is
-    new, so that an idle log stays provably fresh (new cosignature timestamps).
-
-    db is a connection of its own: the background sync applies on another one."""
-    step = min(2.0, config.sync.witness_interval)
-    pushed_size, since = -1, config.sync.witness_interval
-    while True:
-        log = logstore.get_log(db.conn, config.origin)
-        size = -1 if log is None else log.size
-        if size != pushed_size or since >= config.sync.witness_interval:
-            policy = load_policy(config.home)
-            if policy is not None and any(w.url for w in policy.witnesses):
-                report = await push_checkpoint(db, config.origin, policy)
-                log_push(report)
-            pushed_size, since = size, 0.0
-        await sleep(step)
-        since += step
-
-
-@click.command("serve")
-@click.option("--listen", help="Address to listen on (default from hashfed.toml).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (default from hashfed.toml).")
-@click.option("--interval", type=click.FloatRange(min=1), help="Seconds between background syncs.")
-@click.option("--no-sync", is_flag=True, help="Serve only; do not sync in the background.")
-@log_options
-@click.option(
-    "--export",
-    "export_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep this static tlog-tiles tree current (as 'hashfed export' writes it) after "
-    "every publish, sync or withdrawal, for nginx or a CDN to serve.",
-)
-@click.option(
-    "--read-only",
-    is_flag=True,
-    help="Run a read replica: serve logs, tiles and matches from the database another "
-    "'hashfed serve' writes on this host, picking up its changes (docs/scaling.md).",
-)
-@click.pass_obj
-def serve_command(
-    home: Path,
-    listen: str | None,
-    port: int | None,
-    interval: float | None,
-    no_sync: bool,
-    log_level: str | None,
-    log_format: str | None,
-    export_dir: Path | None,
-    read_only: bool,
-) -> None:
-    """Serve this node's logs over HTTP(S) and sync trusted logs in the background.
-
-    Settings come from the [server] and [sync] sections of hashfed.toml; the
-    flags override them. With tls_cert and tls_key set, the node serves HTTPS
-    itself; otherwise put it behind a TLS-terminating reverse proxy.
-
-    The port is bound first: GET /healthz answers at once, and GET /readyz once
-    the match index is loaded (POST /v1/match answers 503 until then). SIGTERM or
-    SIGINT stops the node within a second or two, at any moment.
-
-    \b
-    Example:
-        hashfed serve --port 8470
-        hashfed serve --read-only --port 8471
-    """
-    if read_only and (export_dir is not None or interval is not None):
-        raise click.UsageError("--read-only serves only; it cannot --export or sync")
-    # Imported here: serving needs aiohttp's server, the case desk and the index, which
-    # no other command of this module loads.
-    from hashfed.node.serving import ServeOptions, exit_now, serve
-
-    options = ServeOptions(
-        listen, port, interval, no_sync, log_level, log_format, export_dir, read_only=read_only
-    )
-    serve(home, options, announce=_announce)
-    exit_now()
-
-
-def _announce(line: str) -> None:
-    click.echo(line)

@@ -83,7 +83,7 @@ def _index_sizes(app: web.Application) -> Callable[[], tuple[dict[str, int], flo
 def setup_admin(
     app: web.Application, conn: sqlite3.Connection, config: NodeConfig, token: str
 ) -> None:
-    """Adds ``GET /metrics`` and ``GET /v1/status`` to a node app (from server.create_app),
+    """Adds ``GET /metrics`` and ``GET /v1/status`` to a node app (from create_app),
     for requests carrying token. conn is read at each scrape, in the event loop (the
     app's own read connection: a few small queries per log)."""
     app[METRICS_KEY].registry.register(NodeCollector(conn, config, _index_sizes(app)))

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import sqlite_utils
+from hashfed.node.config import NodeConfig
+from hashfed.node.policyfile import load_policy
 from hashfed.node.store import logstore
 from hashfed.node.store import witness as witness_store
 from hashfed.node.store.db import transaction
@@ -165,3 +168,28 @@ def log_push(report: PushReport) -> None:
             error,
             extra={"event": "push_failed", "witness": name, "size": report.size, "error": error},
         )
+
+
+async def witness_loop(
+    db: sqlite_utils.Database,
+    config: NodeConfig,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Submits the own checkpoint to the policy's witnesses within seconds of a change
+    (a case batch, a withdrawal) and again at a steady cadence even when nothing is
+    new, so that an idle log stays provably fresh (new cosignature timestamps).
+
+    db is a connection of its own: the background sync applies on another one."""
+    step = min(2.0, config.sync.witness_interval)
+    pushed_size, since = -1, config.sync.witness_interval
+    while True:
+        log = logstore.get_log(db.conn, config.origin)
+        size = -1 if log is None else log.size
+        if size != pushed_size or since >= config.sync.witness_interval:
+            policy = load_policy(config.home)
+            if policy is not None and any(w.url for w in policy.witnesses):
+                report = await push_checkpoint(db, config.origin, policy)
+                log_push(report)
+            pushed_size, since = size, 0.0
+        await sleep(step)
+        since += step

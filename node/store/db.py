@@ -308,3 +308,45 @@ def open_read_only(path: Path | str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def change_marker(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Returns a pair that changes whenever the database may have changed since last asked.
+
+    ``PRAGMA data_version`` changes when any other connection commits; the
+    connection's own writes show in ``total_changes``. Together they let a server
+    keep peers and logs in memory and still see a removed peer or a grown log on the
+    very next request, for the price of one tiny query."""
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version), conn.total_changes
+
+
+def open_replica(path: Path) -> sqlite3.Connection:
+    """Returns a connection that reads the node database at path and can never write it
+    (a read replica's, node/replica.py).
+
+    Raises DatabaseError if there is no database, it is not in WAL mode, or its schema
+    is not the one this hashfed reads (a reader never migrates: upgrade the writer).
+    """
+    if not path.is_file():
+        raise DatabaseError(f"no node database at {path}; start the writer ('hashfed serve') first")
+    # Read-write open (without writing) so SQLite can use the WAL index beside the file.
+    conn = sqlite3.connect(
+        f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA busy_timeout=60000")
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise DatabaseError(f"cannot read the node database {path}: {exc}") from None
+    if str(mode).lower() != "wal" or version != SCHEMA_VERSION:
+        conn.close()
+        raise DatabaseError(
+            f"the node database {path} has schema {version} in {mode} mode; a read replica "
+            f"of this hashfed needs schema {SCHEMA_VERSION} in WAL mode (upgrade and start "
+            "the writer first)"
+        )
+    return conn
