@@ -21,7 +21,7 @@ from hashfed.node.cli.main import main
 from hashfed.node.config import NodeConfig, ServerConfig, write_config
 from hashfed.node.home import init_node
 from hashfed.node.http.app import NodeServices, create_app
-from hashfed.node.http.readiness import Readiness
+from hashfed.node.readiness import Readiness
 from hashfed.node.store.db import open_database
 from servehelpers import (
     Served,

@@ -35,9 +35,10 @@ from hashfed.node.http.errors import json_errors
 from hashfed.node.http.logs import DIRECTORY, setup_logs
 from hashfed.node.http.match import IndexProvider, setup_match_api
 from hashfed.node.http.metrics import METRICS_KEY, Metrics
-from hashfed.node.http.readiness import Readiness, setup_health
+from hashfed.node.http.readiness import setup_health
 from hashfed.node.http.witness import Witness, setup_witness
 from hashfed.node.match.bank import BankIndex
+from hashfed.node.readiness import Readiness
 from hashfed.node.services.casedesk import CaseDesk
 from hashfed.node.store import peers
 from hashfed.node.store.db import change_marker

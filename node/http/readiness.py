@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from aiohttp import web
+from hashfed.node.readiness import Readiness
 from hashfed.node.store.db import database_file
 
 HEALTH_PATH = "/healthz"
@@ -30,30 +30,6 @@ READY_PATH = "/readyz"
 
 RETRY_AFTER = 2
 """Seconds a client is told to wait (``Retry-After``) while the node starts."""
-
-
-class Readiness:
-    """Readiness tracks the parts of a starting process that are not ready yet.
-
-    A part is named (``"index"``) and carries a short reason a person can read
-    (``"loading the match index"``); a part that failed for good keeps its reason.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self._waiting: dict[str, str] = {}
-
-    def wait_for(self, part: str, reason: str) -> None:
-        """wait_for marks part as not ready, for reason."""
-        self._waiting[part] = reason
-
-    def ready(self, part: str) -> None:
-        """ready marks part as ready."""
-        self._waiting.pop(part, None)
-
-    def waiting(self) -> dict[str, str]:
-        """waiting returns the parts not ready yet, with their reasons."""
-        return dict(self._waiting)
 
 
 READINESS_KEY = web.AppKey("hashfed_readiness", Readiness)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from hashfed.node.http.readiness import Readiness
+from hashfed.node.readiness import Readiness
 
 if TYPE_CHECKING:
     from hashfed.node.match.bank import BankIndex, BankRows
