@@ -37,14 +37,13 @@ from hashfed.node.config import NodeConfig, ServerConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, ensure_admin_token
 from hashfed.node.http.app import AdminAccess, NodeServices, create_app
-from hashfed.node.http.cases import batch_loop
 from hashfed.node.http.match import IndexProvider
 from hashfed.node.http.witness import Witness
 from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader
 from hashfed.node.readiness import Readiness
 from hashfed.node.replica import open_replica_database, read_replica_keys
-from hashfed.node.services.casedesk import CaseDesk, open_case_desk
+from hashfed.node.services.casedesk import CaseDesk, batch_loop, open_case_desk
 from hashfed.node.services.export import export_loop
 from hashfed.node.services.syncer import Outcome, sync_loop
 from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret

@@ -29,11 +29,10 @@ from hashfed.node.http.cases import (
     CaseApi,
     RedactingAccessLogger,
     TokenBucket,
-    batch_loop,
     client_key,
     setup_case_api,
 )
-from hashfed.node.services.casedesk import CaseDesk, open_case_desk
+from hashfed.node.services.casedesk import CaseDesk, batch_loop, open_case_desk
 from hashfed.node.services.mailer import send_case_number
 from hashfed.node.store import logstore
 from hashfed.node.store.db import open_database

@@ -29,7 +29,6 @@ node must not log paths under ``/v1/cases/`` either (see the README).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import json
@@ -38,7 +37,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,8 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 from hashfed.hasher.formats import sniff_format
 from hashfed.node.config import CasesConfig
-from hashfed.node.home import Node
-from hashfed.node.http.casepage import is_page_path, setup_case_page
+from hashfed.node.http.casepage import is_page_path
 from hashfed.node.http.metrics import app_metrics
 from hashfed.node.http.reqtimeout import own_timeout, request_timeout
 from hashfed.node.services.casecrypto import InvalidCase
@@ -59,7 +57,6 @@ from hashfed.node.services.casedesk import (
     CaseNotFound,
     OpenedCase,
     PreparedCase,
-    open_case_desk,
     parse_case_hashes,
 )
 from hashfed.node.services.mailer import MailError, check_address, send_case_number
@@ -517,45 +514,6 @@ def setup_case_api(
     app.router.add_route("*", number + "/hashes", no_new_hashes)
     app.router.add_route("PUT", number, no_new_hashes)
     app.router.add_route("PATCH", number, no_new_hashes)
-    return api
-
-
-async def batch_loop(
-    desk: CaseDesk,
-    interval: float,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    rounds: int | None = None,
-) -> None:
-    """Publishes pending case hashes every interval seconds until cancelled, holding
-    them while fewer than [cases] min_batch_cases cases wait (up to max_hold)."""
-    done = 0
-    while rounds is None or done < rounds:
-        await sleep(interval)
-        try:
-            await asyncio.to_thread(desk.publish_pending, respect_minimum=True)
-        except Exception as exc:  # a failed batch is retried at the next interval
-            log.error("case desk: the batch failed (%s); retrying next time", type(exc).__name__)
-        done += 1
-
-
-def serve_cases(app: web.Application, node: Node) -> CaseApi:
-    """Adds the case API to a publisher's app, with the batch job as a background task.
-
-    The desk gets a database connection of its own; it is closed with the app.
-    """
-    desk = open_case_desk(node.config, node.signer)
-    api = setup_case_api(app, desk, node.config.cases)
-    setup_case_page(app)  # the person's page (node/http/casepage.py)
-
-    async def batches(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(batch_loop(desk, node.config.cases.batch_interval))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        desk.close()
-
-    app.cleanup_ctx.append(batches)
     return api
 
 

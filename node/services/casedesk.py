@@ -38,12 +38,13 @@ opening, batches and the operator never wait behind PIN checks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -635,3 +636,21 @@ def open_case_desk(
     db = open_database(config.database)
     policy = Policy(min_pdq_quality=config.min_pdq_quality)
     return CaseDesk(db, signer, config.signed_head, policy, config.cases, clock)
+
+
+async def batch_loop(
+    desk: CaseDesk,
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rounds: int | None = None,
+) -> None:
+    """Publishes pending case hashes every interval seconds until cancelled, holding
+    them while fewer than [cases] min_batch_cases cases wait (up to max_hold)."""
+    done = 0
+    while rounds is None or done < rounds:
+        await sleep(interval)
+        try:
+            await asyncio.to_thread(desk.publish_pending, respect_minimum=True)
+        except Exception as exc:  # a failed batch is retried at the next interval
+            log.error("case desk: the batch failed (%s); retrying next time", type(exc).__name__)
+        done += 1
