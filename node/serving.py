@@ -51,6 +51,7 @@ from hashfed.node.home import Node, ensure_admin_token, open_node
 from hashfed.node.http.admin import setup_admin
 from hashfed.node.http.app import create_app
 from hashfed.node.http.cases import serve_cases
+from hashfed.node.http.feedback import serve_feedback
 from hashfed.node.http.readiness import Readiness
 from hashfed.node.http.witness import Witness
 from hashfed.node.logsetup import start_logging
@@ -273,6 +274,7 @@ async def _serve(
         setup_admin(app, read_db.conn, config, ensure_admin_token(config.home))
     if config.role == "publisher":
         serve_cases(app, node)  # the case desk (node/http/cases.py) and its batch job
+    serve_feedback(app, node)  # POST /v1/feedback, for the admin token (node/http/feedback.py)
     await _run(app, config, server, tls, announce, stopping, bound, loader, read_db.conn)
 
 

@@ -22,6 +22,7 @@ from hashfed.node.config import ServerConfig, write_config
 from hashfed.node.http.admin import setup_admin
 from hashfed.node.http.app import create_app
 from hashfed.node.http.cases import serve_cases
+from hashfed.node.http.feedback import serve_feedback
 from hashfed.node.http.witness import Witness
 from hashfed.node.match.bank import BankIndex
 from hashfed.node.store.db import open_database, transaction
@@ -64,6 +65,7 @@ def _app_operations(tmp_path: Path) -> set[tuple[str, str]]:
     )
     setup_admin(app, db.conn, node.config, "admin-token")  # [metrics] enabled, on the main port
     api = serve_cases(app, node)  # as 'hashfed serve' does on a publisher
+    feedback = serve_feedback(app, node)  # as 'hashfed serve' does on every writer
     operations = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
@@ -73,6 +75,7 @@ def _app_operations(tmp_path: Path) -> set[tuple[str, str]]:
         methods = METHODS if route.method == "*" else (route.method.lower(),)
         operations |= {(m, path) for m in methods if m != "head"}
     api.desk.close()
+    feedback.close()
     db.conn.close()
     witness_db.conn.close()
     return operations
@@ -169,7 +172,7 @@ def test_schemathesis_finds_nothing_against_the_live_node(
     live_node: LiveNode, tmp_path: Path
 ) -> None:
     # Each security scheme gets its own credential: the peer's session token, the
-    # node's API token (/v1/match) and the admin token (/metrics, /v1/status).
+    # node's API token (/v1/match) and the admin token (/metrics, /v1/status, /v1/feedback).
     config = tmp_path / "schemathesis.toml"
     config.write_text(
         f'[auth.openapi.bearer]\nbearer = "{live_node.peer_token}"\n'
