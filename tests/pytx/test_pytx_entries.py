@@ -201,5 +201,5 @@ def test_convert_merges_one_hash_under_two_entries_and_maps_labels() -> None:
 
 def test_report_opinion_says_it_needs_a_node() -> None:
     api = HashfedSignalExchangeAPI(collab())
-    with pytest.raises(NotImplementedError, match="hashfed feedback"):
+    with pytest.raises(NotImplementedError, match="no feedback_node configured"):
         api.report_opinion(PdqSignal, PDQ.hex(), None)  # type: ignore[arg-type]
