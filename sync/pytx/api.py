@@ -327,9 +327,10 @@ class HashfedSignalExchangeAPI(
         same photo may be in several cases). The category becomes the verdict
         (OPINION_VERDICTS), the tags the record's tags. Raises
         HashfedNoFeedbackNode (a NotImplementedError, as pytx expects of an
-        exchange that cannot report) when no node is configured,
-        HashfedConfigError without its admin token, HashfedFeedbackFailed if the
-        node refuses or cannot be reached (its one-line reason in the message).
+        exchange that cannot report) when no node is configured, pytx's
+        SignalExchangeAPIMissingAuthException without its admin token (naming
+        TX_HASHFED_ADMIN_TOKEN and ~/.tx_hashfed_admin_token), HashfedFeedbackFailed
+        if the node refuses or cannot be reached (its one-line reason in the message).
         """
         if not self.collab.feedback_node:
             raise HashfedNoFeedbackNode(
@@ -393,17 +394,9 @@ def _feedback_url(collab: HashfedCollabConfig) -> str:
 
 
 def _admin_token(api: t.Type[HashfedSignalExchangeAPI]) -> str:
-    try:
-        return HashfedNodeToken.get(api).admin_token
-    except auth.SignalExchangeAPIMissingAuthException:
-        raise HashfedConfigError(
-            f"hashfed: no admin token for the feedback node: put its keys/admin.token in "
-            f"{HashfedNodeToken.ENV_VARIABLE} or {HashfedNodeToken.FILE_NAME}"
-        ) from None
-    except auth.SignalExchangeAPIInvalidAuthException as exc:
-        raise HashfedConfigError(
-            f"hashfed: the feedback node's admin token: {exc.message}"
-        ) from None
+    """Returns the feedback node's admin token; without one (or with a malformed one)
+    pytx's own auth exceptions propagate, which its CLI prints as what to set."""
+    return HashfedNodeToken.get(api).admin_token
 
 
 async def _post_json(url: str, token: str, body: t.Dict[str, t.Any]) -> t.Tuple[int, t.Any]:

@@ -29,6 +29,10 @@ from hashfed.sync.pytx.config import HashfedCollabConfig, HashfedNodeToken
 from pytxhelpers import platform
 from servehelpers import start_serve, stop, wait_for_line
 from synchelpers import allow, clock, make_node, origin_of, serve, sync, trust, use
+from threatexchange.exchanges.auth import (
+    SignalExchangeAPIInvalidAuthException,
+    SignalExchangeAPIMissingAuthException,
+)
 from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
 from threatexchange.signal_type.md5 import VideoMD5Signal
 from threatexchange.signal_type.pdq.signal import PdqSignal
@@ -135,7 +139,8 @@ def test_pytx_label_reports_through_the_cli(tmp_path: Path, partner: Partner) ->
     label = ["label", "--as-hash", "pdq", "-l", "seen", "stopncii", "photo", "--", PHOTO.hex()]
     tx.env.pop("TX_HASHFED_ADMIN_TOKEN", None)
     missing = tx.tx(*label)
-    assert missing.returncode != 0 and "TX_HASHFED_ADMIN_TOKEN" in missing.stderr, missing.stderr
+    assert missing.returncode != 0, missing.stderr
+    assert "TX_HASHFED_ADMIN_TOKEN" in missing.stderr and "Traceback" not in missing.stderr
     assert own_feedback(partner.node) == []
     tx.env["TX_HASHFED_ADMIN_TOKEN"] = partner.token
     done = tx.tx(*label)
@@ -160,6 +165,10 @@ def test_without_a_feedback_node_it_says_it_cannot(
         HashfedSignalExchangeAPI(dataclasses.replace(partner.collab, feedback_node="node:8470"))
     HashfedNodeToken.clear_default()
     api = HashfedSignalExchangeAPI(partner.collab)
-    with pytest.raises(HashfedConfigError, match="no admin token"):
+    with pytest.raises(SignalExchangeAPIMissingAuthException) as missing:
+        api.report_opinion(PdqSignal, PHOTO.hex(), opinion(SignalOpinionCategory.POSITIVE_CLASS))
+    assert "TX_HASHFED_ADMIN_TOKEN" in missing.value.pretty_str()
+    (tmp_path / ".tx_hashfed_admin_token").write_text("two words\n")
+    with pytest.raises(SignalExchangeAPIInvalidAuthException, match="tx_hashfed_admin_token"):
         api.report_opinion(PdqSignal, PHOTO.hex(), opinion(SignalOpinionCategory.POSITIVE_CLASS))
     assert own_feedback(partner.node) == []
