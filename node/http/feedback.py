@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, ensure_admin_token
+from hashfed.node.http.accesslog import ACCESS_CALLER_KEY
 from hashfed.node.http.auth import API_AUTH_KEY, bearer_matches
 from hashfed.node.http.errors import json_error
 from hashfed.node.http.reqtimeout import own_timeout, request_timeout
@@ -65,9 +66,10 @@ class _BadRequest(Exception):
 
 
 def _has_admin_token(request: web.Request) -> bool:
-    return request.path == FEEDBACK_PATH and bearer_matches(
-        request, request.app.get(FEEDBACK_TOKEN)
-    )
+    ok = request.path == FEEDBACK_PATH and bearer_matches(request, request.app.get(FEEDBACK_TOKEN))
+    if ok:
+        request[ACCESS_CALLER_KEY] = "admin"  # the access log names the caller, as for /metrics
+    return ok
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
