@@ -37,6 +37,7 @@ from hashfed.node.config import NodeConfig, ServerConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node, ensure_admin_token
 from hashfed.node.http.app import AdminAccess, NodeServices, create_app
+from hashfed.node.http.feedback import FeedbackAccess
 from hashfed.node.http.match import IndexProvider
 from hashfed.node.http.witness import Witness
 from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
@@ -45,6 +46,7 @@ from hashfed.node.readiness import Readiness
 from hashfed.node.replica import open_replica_database, read_replica_keys
 from hashfed.node.services.casedesk import CaseDesk, batch_loop, open_case_desk
 from hashfed.node.services.export import export_loop
+from hashfed.node.services.feedback import FeedbackDesk, open_feedback_desk
 from hashfed.node.services.syncer import Outcome, sync_loop
 from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.services.witnesspush import witness_loop
@@ -115,8 +117,10 @@ def writer_node(
     push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
     databases = (read_db, witness_db, push_db)
     desk: CaseDesk | None = None
+    feedback: FeedbackDesk | None = None
     try:
         loader = index_loader(config)
+        feedback = open_feedback_desk(config, node.signer)  # a connection of its own
         admin = (
             AdminAccess(config, ensure_admin_token(config.home)) if config.metrics.enabled else None
         )
@@ -134,16 +138,18 @@ def writer_node(
             peer_signer=node.peer_signer,
             admin=admin,
             case_desk=desk,
+            feedback=FeedbackAccess(feedback, ensure_admin_token(config.home)),
         )
         app = create_app(services)
     except BaseException:
-        if desk is not None:
-            desk.close()
+        for opened in (desk, feedback):
+            if opened is not None:
+                opened.close()
         _close(databases)
         raise
     bound = asyncio.Event()
     # First: the node and its connections close after everything else has stopped.
-    app.cleanup_ctx.insert(0, _closing(node, databases))
+    app.cleanup_ctx.insert(0, _closing(node, databases, feedback))
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
         servicelog.observe_sync_round(app, outcomes)
@@ -244,9 +250,12 @@ def _replica_app(
     return app
 
 
-def _closing(node: Node, databases: tuple[sqlite_utils.Database, ...]) -> CleanupContext:
+def _closing(
+    node: Node, databases: tuple[sqlite_utils.Database, ...], feedback: FeedbackDesk
+) -> CleanupContext:
     async def closing(_app: web.Application) -> AsyncIterator[None]:
         yield
+        feedback.close()
         node.close()
         _close(databases)
 

@@ -163,7 +163,7 @@ def test_schemathesis_finds_nothing_against_the_live_node(
     live_node: LiveNode, tmp_path: Path
 ) -> None:
     # Each security scheme gets its own credential: the peer's session token, the
-    # node's API token (/v1/match) and the admin token (/metrics, /v1/status).
+    # node's API token (/v1/match) and the admin token (/metrics, /v1/status, /v1/feedback).
     config = tmp_path / "schemathesis.toml"
     config.write_text(
         f'[auth.openapi.bearer]\nbearer = "{live_node.peer_token}"\n'

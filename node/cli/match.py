@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 from hashfed.hasher import DIHEDRAL_NAMES, STORED, FileError, hash_paths
-from hashfed.node.cli.output import emit, iso_time, output_options, plural
+from hashfed.node.cli.output import emit, iso_time, output_options
 from hashfed.node.home import open_node
-from hashfed.node.store import bank, logstore
+from hashfed.node.services import feedback
 from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import Verdict
 
@@ -196,8 +196,10 @@ def feedback_command(
     """Publish feedback on entry INDEX of ORIGIN's log in this node's own log.
 
     The publisher and other partners who sync this node's log see it beside the
-    entry in their match output and status. The entry must be a hash addition this
-    node holds (synced from ORIGIN).
+    entry in their match output and status. The entry must be an active hash
+    addition this node holds (synced from ORIGIN, not retracted). 'hashfed serve'
+    takes the same feedback over HTTP, by entry or by hash: POST /v1/feedback
+    (specs/match-api.md).
 
     \b
     Example:
@@ -205,25 +207,13 @@ def feedback_command(
         hashfed feedback stopncii.example/bank 18 --verdict false_positive --tag cartoon
     """
     with open_node(home) as node:
-        conn = node.db.conn
-        log = logstore.get_log(conn, origin)
-        if log is None:
-            raise click.ClickException(
-                f"this node holds no log {origin!r}; feedback is about entries it synced "
-                "(see 'hashfed status')"
-            )
-        if log.own:
-            raise click.ClickException(
-                "feedback is about entries of another log, not this node's own"
-            )
-        if bank.entry_status(conn, log.id, index) is None:
-            raise click.ClickException(
-                f"entry {index} of {origin} is not a hash addition this node holds "
-                f"(it holds {plural(log.size, 'entry', 'entries')} of that log)"
-            )
-        result = node.own_log().feedback(origin, index, Verdict(verdict), tags)
-        own = node.config.origin
+        try:
+            target = feedback.entry_target(node.db.conn, origin, index)
+            tag_list = feedback.check_tags(tags)
+            result = feedback.publish(node.own_log(), [target], Verdict(verdict), tag_list)
+        except feedback.FeedbackRefused as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(
-        f"published {verdict} feedback on {origin} entry {index} as {own} entry "
+        f"published {verdict} feedback on {origin} entry {index} as {result.log} entry "
         f"{result.first_index}"
     )

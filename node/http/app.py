@@ -32,6 +32,7 @@ from hashfed.node.http.authcheck import setup_auth_check
 from hashfed.node.http.casepage import setup_case_page
 from hashfed.node.http.cases import setup_case_api
 from hashfed.node.http.errors import json_errors
+from hashfed.node.http.feedback import FeedbackAccess, setup_feedback
 from hashfed.node.http.logs import DIRECTORY, setup_logs
 from hashfed.node.http.match import IndexProvider, setup_match_api
 from hashfed.node.http.metrics import METRICS_KEY, Metrics
@@ -87,6 +88,8 @@ class NodeServices:
     """Serves ``GET /metrics`` and ``GET /v1/status`` ([metrics] enabled)."""
     case_desk: CaseDesk | None = None
     """Serves the case API and the person's page (a publisher)."""
+    feedback: FeedbackAccess | None = None
+    """Serves ``POST /v1/feedback`` to holders of the admin token (a writer)."""
 
 
 SERVICES = web.AppKey("hashfed_services", NodeServices)
@@ -137,6 +140,8 @@ def create_app(services: NodeServices) -> web.Application:
     if services.case_desk is not None:
         setup_case_api(app, services.case_desk, services.case_desk.config)
         setup_case_page(app)  # the person's page (node/http/casepage.py)
+    if services.feedback is not None:
+        setup_feedback(app, services.feedback)
     return app
 
 

@@ -195,13 +195,25 @@ class OwnLog:
         self, origin: str, index: int, verdict: Verdict, tags: Sequence[str] = ()
     ) -> AppendResult:
         """Appends a feedback record about entry index of another log."""
-        check_origin(origin)
-        record = Feedback(self._clock(), origin, index, verdict, tuple(tags))
-        check_feedback(record, self.origin)
-        entry = encode_record(record)
-        decode_record(entry)  # the same shape checks a receiver runs (tags, index range)
-        batch = _Batch(entries=[entry])
-        batch.feedback_rows.append((origin, index, verdict.value, ",".join(tags), record.time))
+        return self.feedback_many([(origin, index)], verdict, tags)
+
+    def feedback_many(
+        self, targets: Sequence[tuple[str, int]], verdict: Verdict, tags: Sequence[str] = ()
+    ) -> AppendResult:
+        """Appends one feedback record per (origin, index) target, all in one batch:
+        every record is checked before anything is written."""
+        if not targets:
+            raise InvalidRecord("no feedback to publish: no entries given")
+        now = self._clock()
+        batch = _Batch()
+        for origin, index in targets:
+            check_origin(origin)
+            record = Feedback(now, origin, index, verdict, tuple(tags))
+            check_feedback(record, self.origin)
+            entry = encode_record(record)
+            decode_record(entry)  # the same shape checks a receiver runs (tags, index range)
+            batch.entries.append(entry)
+            batch.feedback_rows.append((origin, index, verdict.value, ",".join(tags), now))
         return self._append(batch)
 
     # -- the append path ------------------------------------------------------------

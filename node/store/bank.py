@@ -40,3 +40,24 @@ def indices_from(conn: sqlite3.Connection, log_id: int, start: int) -> list[int]
             "SELECT idx FROM bank WHERE log_id = ? AND idx >= ? ORDER BY idx", (log_id, start)
         )
     ]
+
+
+def active_hash_entries(
+    conn: sqlite3.Connection, kind: str, hash: bytes, log_id: int | None = None
+) -> list[tuple[str, int]]:
+    """active_hash_entries returns (origin, index) of every active addition of kind
+    with exactly this hash in the logs of others this node holds (or only in log_id),
+    ordered by origin and index. A retracted entry's hash is erased, so it never shows.
+
+    The bank has no index on hash: this scans it, which suits feedback (one call per
+    reviewed match), not matching (node/match/ keeps its own index)."""
+    sql = (
+        "SELECT l.origin, b.idx FROM bank b JOIN logs l ON l.id = b.log_id"
+        " WHERE b.kind = ? AND b.hash = ? AND b.status = 'active' AND l.own = 0"
+    )
+    params: tuple[object, ...] = (kind, hash)
+    if log_id is not None:
+        sql += " AND b.log_id = ?"
+        params += (log_id,)
+    rows = conn.execute(sql + " ORDER BY l.origin, b.idx", params).fetchall()
+    return [(str(origin), int(idx)) for origin, idx in rows]

@@ -11,7 +11,10 @@ Install with ``pip install 'hashfed[pytx]'``, then::
 The exchange (``HashfedSignalExchangeAPI``, named "hashfed") verifies every
 checkpoint signature, consistency and inclusion with hashfed's own code before
 it yields anything; records are keyed by log index, so a withdrawn case's
-hashes are deleted although their content is erased. See docs/hma.md.
+hashes are deleted although their content is erased. ``report_opinion``
+publishes feedback through the platform's own hashfed node (the collab's
+``feedback_node``, its admin token in ``TX_HASHFED_ADMIN_TOKEN``). See
+docs/hma.md.
 
 hashfed's core never imports this package; it imports pytx.
 """

@@ -16,6 +16,10 @@ The peer key (the credentials) is only used at a node configured as
 key, so the node must sign its session reply with it before its token is sent
 (specs/peer-auth.md). A bare URL is read anonymously.
 
+``report_opinion`` posts the opinion to the platform's own hashfed node (the
+collab's ``feedback_node``, with its admin token from ``HashfedNodeToken``):
+feedback is a record signed into a log, which only a node can write.
+
 pytx calls are synchronous; the client is asyncio (aiohttp), so each
 fetch_iter runs its own event loop, advanced one bundle per ``next()``.
 """
@@ -34,6 +38,7 @@ import aiohttp
 from hashfed.protocol.errors import MalformedBundle, ProtocolError
 from hashfed.protocol.policy import Policy as WitnessPolicy
 from hashfed.protocol.policy import parse_policy
+from hashfed.protocol.records import Verdict
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, split_bundle
 from hashfed.protocol.validation import Policy
 from hashfed.signing.errors import SigningError
@@ -48,8 +53,10 @@ from hashfed.sync.pytx.config import (
     HashfedCheckpoint,
     HashfedCollabConfig,
     HashfedCredentials,
+    HashfedNodeToken,
 )
 from hashfed.sync.pytx.entries import (
+    SIGNAL_TYPES,
     HashfedEntry,
     HashfedSignalMetadata,
     bundle_updates,
@@ -62,6 +69,9 @@ from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPI
 from threatexchange.signal_type.signal_base import SignalType
 
 log = logging.getLogger(__name__)
+
+FEEDBACK_PATH = "/v1/feedback"
+"""The feedback node's endpoint (specs/match-api.md, "Feedback")."""
 
 PEER_KEY_HINT = (
     "write the node's URL as VKEY@URL, with its peer verifier key (the 'peer' line of "
@@ -77,6 +87,15 @@ class HashfedFetchFailed(SyncError):
 
 class HashfedConfigError(ValueError):
     """The collaboration config or the credentials cannot be used."""
+
+
+class HashfedNoFeedbackNode(NotImplementedError):
+    """report_opinion without a feedback_node: nowhere to sign feedback into a log."""
+
+
+class HashfedFeedbackFailed(Exception):
+    """The feedback node refused the feedback, or could not be reached; nothing was
+    published (the node writes all of a request's records or none)."""
 
 
 class HashfedNode(t.NamedTuple):
@@ -117,6 +136,8 @@ class HashfedSignalExchangeAPI(
             except SigningError as exc:
                 raise HashfedConfigError(f"hashfed peer key: {exc}") from None
         self.witness_policy = _load_policy(collab)
+        if collab.feedback_node:
+            _feedback_url(collab)  # a bad URL is refused now, not at the first opinion
         self.rules = Policy(min_pdq_quality=collab.min_pdq_quality)
 
     @classmethod
@@ -298,12 +319,101 @@ class HashfedSignalExchangeAPI(
     def report_opinion(
         self, s_type: t.Type[SignalType], signal: str, opinion: state.SignalOpinion
     ) -> None:
-        """Feedback is a record in the partner's own hashfed log; this exchange has no log."""
-        raise NotImplementedError(
-            "hashfed: this exchange runs without a hashfed node, so it cannot report "
-            "opinions: feedback is a record signed into your own node's log. Run "
-            "'hashfed feedback ORIGIN INDEX --verdict ...' on your node instead"
+        """Publishes the opinion as feedback in the platform's own hashfed node's log.
+
+        Feedback is a record signed into a log, so it goes to the collab's
+        feedback_node (POST /v1/feedback with its admin token), which syncs this
+        log: one record on every active entry of this log with the hash (the
+        same photo may be in several cases). The category becomes the verdict
+        (OPINION_VERDICTS), the tags the record's tags. Raises
+        HashfedNoFeedbackNode (a NotImplementedError, as pytx expects of an
+        exchange that cannot report) when no node is configured, pytx's
+        SignalExchangeAPIMissingAuthException without its admin token (naming
+        TX_HASHFED_ADMIN_TOKEN and ~/.tx_hashfed_admin_token), HashfedFeedbackFailed
+        if the node refuses or cannot be reached (its one-line reason in the message).
+        """
+        if not self.collab.feedback_node:
+            raise HashfedNoFeedbackNode(
+                f"hashfed collab {self.collab.name}: no feedback_node configured, so "
+                "opinions cannot be reported: feedback is a record signed into your own "
+                "hashfed node's log. Set the collab's feedback_node to that node's URL and "
+                f"put its admin token (keys/admin.token) in {HashfedNodeToken.ENV_VARIABLE} "
+                f"or {HashfedNodeToken.FILE_NAME}"
+            )
+        url = _feedback_url(self.collab)
+        kind = next((k for k, cls in SIGNAL_TYPES.items() if cls is s_type), None)
+        if kind is None:
+            raise HashfedFeedbackFailed(
+                f"hashfed: {s_type.get_name()} signals are not in hashfed logs (only "
+                f"{', '.join(cls.get_name() for cls in SIGNAL_TYPES.values())})"
+            )
+        body = {
+            "kind": str(kind),
+            "hash": signal,
+            "origin": self.collab.origin,
+            "verdict": OPINION_VERDICTS[opinion.category],
+            "tags": sorted(opinion.tags),
+        }
+        token = _admin_token(type(self))
+        with asyncio.Runner() as runner:
+            status, answer = runner.run(_post_json(url, token, body))
+        if status != 201:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            reason = str(error or answer)[:300]
+            raise HashfedFeedbackFailed(
+                f"hashfed node {self.collab.feedback_node}: {status}: {reason}"
+            )
+        log.info(
+            "hashfed: published %s feedback on %d entries as %s",
+            body["verdict"],
+            len(answer.get("feedback", [])),
+            answer.get("log"),
         )
+
+
+OPINION_VERDICTS: t.Dict[state.SignalOpinionCategory, str] = {
+    state.SignalOpinionCategory.POSITIVE_CLASS: Verdict.BLOCKED.value,
+    state.SignalOpinionCategory.NEGATIVE_CLASS: Verdict.FALSE_POSITIVE.value,
+    state.SignalOpinionCategory.INVESTIGATION_SEED: Verdict.PENDING_REVIEW.value,
+}
+"""pytx's opinion categories as hashfed verdicts (specs/protocol.md §7.6): the match
+fits the collaboration (blocked, as pytx's StopNCII exchange reads Blocked), the hash
+gives false positives, or the match awaits review."""
+
+FEEDBACK_TIMEOUT = 60.0
+"""Seconds report_opinion waits for the node's answer."""
+
+
+def _feedback_url(collab: HashfedCollabConfig) -> str:
+    base = (collab.feedback_node or "").strip()
+    if not re.fullmatch(r"https?://\S+", base, re.IGNORECASE):
+        raise HashfedConfigError(
+            f"hashfed collab {collab.name}: feedback_node {base!r:.200} is not an http(s) URL"
+        )
+    return base.rstrip("/") + FEEDBACK_PATH
+
+
+def _admin_token(api: t.Type[HashfedSignalExchangeAPI]) -> str:
+    """Returns the feedback node's admin token; without one (or with a malformed one)
+    pytx's own auth exceptions propagate, which its CLI prints as what to set."""
+    return HashfedNodeToken.get(api).admin_token
+
+
+async def _post_json(url: str, token: str, body: t.Dict[str, t.Any]) -> t.Tuple[int, t.Any]:
+    """POSTs body as JSON with the bearer token; returns the status and decoded answer."""
+    timeout = aiohttp.ClientTimeout(total=FEEDBACK_TIMEOUT)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json=body, headers=headers) as response,
+        ):
+            try:
+                return response.status, await response.json(content_type=None)
+            except ValueError:
+                return response.status, (await response.text())[:300]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HashfedFeedbackFailed(f"hashfed node {url}: {exc or type(exc).__name__}") from None
 
 
 def _parse_node(entry: str, log_key: str) -> HashfedNode:

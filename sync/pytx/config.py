@@ -23,6 +23,9 @@ from threatexchange.exchanges.fetch_state import FetchCheckpointBase
 
 API_NAME = "hashfed"
 
+ADMIN_TOKEN_ENV = "TX_HASHFED_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE = "~/.tx_hashfed_admin_token"
+
 MAX_MISSING = 4096
 """Additions without content a checkpoint remembers (beyond, the oldest are dropped)."""
 
@@ -69,6 +72,17 @@ class HashfedCollabConfig(CollaborationConfigWithDefaults, _RequiredFields):
         default=50,
         metadata={"help": "PDQ hashes of lower quality are skipped, as a hashfed node does"},
     )
+    feedback_node: t.Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "base URL of this platform's own hashfed node (http(s)://...), which "
+            "syncs the same log: report_opinion (pytx 'label', HMA's feedback) publishes "
+            "feedback there, signed into that node's log, on every active entry of this "
+            "log with the hash. Needs the node's admin token (keys/admin.token) in "
+            f"{ADMIN_TOKEN_ENV} or {ADMIN_TOKEN_FILE}. Unset: opinions cannot be reported",
+            "metavar": "URL",
+        },
+    )
 
 
 @dataclass
@@ -101,6 +115,34 @@ class HashfedCredentials(auth.CredentialHelper):
         except SigningError:
             return False
         return True
+
+
+@dataclass
+class HashfedNodeToken(auth.CredentialHelper):
+    """The admin token of the platform's own hashfed node (the collab's feedback_node),
+    sent only there, only to publish feedback (POST /v1/feedback)."""
+
+    ENV_VARIABLE: t.ClassVar[str] = ADMIN_TOKEN_ENV
+    FILE_NAME: t.ClassVar[str] = ADMIN_TOKEN_FILE
+
+    admin_token: str = field(
+        repr=False,
+        metadata={
+            "help": "the admin token of this platform's own hashfed node (the contents "
+            "of keys/admin.token in its directory); it lets report_opinion publish "
+            "feedback in that node's log, so keep it as secret as the node's keys"
+        },
+    )
+
+    @classmethod
+    def _from_str(cls, s: str) -> "HashfedNodeToken":
+        return cls(s.strip())
+
+    def _are_valid(self) -> bool:
+        token = self.admin_token
+        return (
+            0 < len(token) <= 512 and token.isascii() and token.isprintable() and " " not in token
+        )
 
 
 @dataclass

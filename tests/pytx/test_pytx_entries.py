@@ -23,7 +23,12 @@ from hashfed.sync.errors import PeerFault
 from hashfed.sync.follow import CompactRange, VerifiedBundle
 from hashfed.sync.pytx import TX_MANIFEST, HashfedSignalExchangeAPI
 from hashfed.sync.pytx.api import HashfedConfigError
-from hashfed.sync.pytx.config import HashfedCheckpoint, HashfedCollabConfig, HashfedCredentials
+from hashfed.sync.pytx.config import (
+    HashfedCheckpoint,
+    HashfedCollabConfig,
+    HashfedCredentials,
+    HashfedNodeToken,
+)
 from hashfed.sync.pytx.entries import HashfedEntry, bundle_updates, convert
 from threatexchange.exchanges.fetch_state import SignalOpinionCategory
 from threatexchange.signal_type.md5 import VideoMD5Signal
@@ -39,7 +44,7 @@ def test_manifest_names_the_exchange() -> None:
     assert HashfedSignalExchangeAPI.get_name() == "hashfed"
 
 
-@pytest.mark.parametrize("cls", [HashfedCollabConfig, HashfedCredentials])
+@pytest.mark.parametrize("cls", [HashfedCollabConfig, HashfedCredentials, HashfedNodeToken])
 def test_every_field_a_form_shows_has_help(cls: type) -> None:
     shown = [f for f in dataclasses.fields(cls) if f.init and f.name not in ("name", "enabled")]
     assert shown and all(f.metadata.get("help") for f in shown), [f.name for f in shown]
@@ -201,5 +206,5 @@ def test_convert_merges_one_hash_under_two_entries_and_maps_labels() -> None:
 
 def test_report_opinion_says_it_needs_a_node() -> None:
     api = HashfedSignalExchangeAPI(collab())
-    with pytest.raises(NotImplementedError, match="hashfed feedback"):
+    with pytest.raises(NotImplementedError, match="no feedback_node configured"):
         api.report_opinion(PdqSignal, PDQ.hex(), None)  # type: ignore[arg-type]
