@@ -6,6 +6,9 @@ Every SQL statement that reads or writes the ``bank`` table lives here.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 
 def entry_status(conn: sqlite3.Connection, log_id: int, index: int) -> str | None:
@@ -15,3 +18,95 @@ def entry_status(conn: sqlite3.Connection, log_id: int, index: int) -> str | Non
         "SELECT status FROM bank WHERE log_id = ? AND idx = ?", (log_id, index)
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+# -- the match index's reads (node/match/bank.py) ----------------------------------------
+
+_ACTIVE = "status = 'active' AND hash IS NOT NULL"
+"""The rows the match index holds: active, with their hash still present."""
+
+
+def applied_logs(conn: sqlite3.Connection) -> dict[int, str]:
+    """applied_logs returns the logs whose hashes this node matches against, by log id:
+    its own log and the origins trusted as publishers."""
+    rows = conn.execute(
+        "SELECT id, origin FROM logs WHERE own = 1 OR origin IN"
+        " (SELECT origin FROM trust WHERE role = 'publisher') ORDER BY id"
+    ).fetchall()
+    return {int(i): str(o) for i, o in rows}
+
+
+def active_chunks(
+    conn: sqlite3.Connection,
+    log_id: int,
+    start: int,
+    end: int,
+    kinds: Sequence[tuple[str, int]],
+    with_kind: bool,
+    chunk: int,
+) -> Iterator[list[Any]]:
+    """active_chunks yields the active rows of log_id with idx in [start, end) whose
+    (kind, hash width) is one of kinds, as (idx, hash) or, with_kind, (idx, hash, kind),
+    in idx order and chunk rows at a time. It streams, so loading a million-row bank
+    never holds more than one chunk of rows."""
+    kind_sql = " OR ".join("(kind = ? AND length(hash) = ?)" for _ in kinds) or "0"
+    kind_params = [value for name, width in kinds for value in (name, width)]
+    cursor = conn.execute(
+        f"SELECT idx, hash{', kind' if with_kind else ''} FROM bank WHERE log_id = ?"
+        f" AND {_ACTIVE} AND idx >= ? AND idx < ? AND ({kind_sql}) ORDER BY idx",
+        (log_id, start, end, *kind_params),
+    )
+    while rows := cursor.fetchmany(chunk):
+        yield rows
+
+
+def entry_indices(conn: sqlite3.Connection, log_id: int) -> list[int]:
+    """entry_indices returns the index of every bank row of log_id, whatever its status
+    (what dropping the log from the match index removes)."""
+    rows = conn.execute("SELECT idx FROM bank WHERE log_id = ?", (log_id,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def retracted_since(conn: sqlite3.Connection, log_id: int, first: int) -> list[int]:
+    """retracted_since returns the bank rows of log_id that a retraction at index first
+    or later retracted (what a catch-up from log size first must remove)."""
+    rows = conn.execute(
+        "SELECT idx FROM bank WHERE log_id = ? AND retracted_by >= ?", (log_id, first)
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ActiveEntry:
+    """What a match shows of an active bank row: its hash, labels (comma-joined) and
+    the time it was added."""
+
+    hash: bytes
+    labels: str
+    added: int | None
+
+
+def active_entry(conn: sqlite3.Connection, log_id: int, idx: int, kind: str) -> ActiveEntry | None:
+    """active_entry returns bank row idx of log_id if it is an active row of kind with its
+    hash present, else None (a match is shown only while its row is active)."""
+    row = conn.execute(
+        f"SELECT hash, labels, added FROM bank WHERE log_id = ? AND idx = ?"
+        f" AND kind = ? AND {_ACTIVE}",
+        (log_id, idx, kind),
+    ).fetchone()
+    if row is None:
+        return None
+    return ActiveEntry(bytes(row[0]), row[1], None if row[2] is None else int(row[2]))
+
+
+def verdict_counts(conn: sqlite3.Connection, origin: str, idx: int) -> dict[str, int]:
+    """verdict_counts returns, per verdict, how many feedback records the node holds (in
+    any log) about entry idx of origin; verdicts no record gave are left out."""
+    return {
+        str(verdict): int(n)
+        for verdict, n in conn.execute(
+            "SELECT verdict, count(*) FROM feedback WHERE target_origin = ? AND target_idx = ?"
+            " GROUP BY verdict",
+            (origin, idx),
+        )
+    }

@@ -254,3 +254,14 @@ def flagged_count(conn: sqlite3.Connection, origin: str) -> int:
         (origin,),
     ).fetchone()
     return int(row[0])
+
+
+def log_sizes(conn: sqlite3.Connection) -> dict[int, int]:
+    """log_sizes returns the size of every log the node holds, by log id."""
+    return {int(i): int(s) for i, s in conn.execute("SELECT id, size FROM logs")}
+
+
+def own_log_id(conn: sqlite3.Connection) -> int | None:
+    """own_log_id returns the id of the node's own log, or None before it has one."""
+    row = conn.execute("SELECT id FROM logs WHERE own = 1").fetchone()
+    return None if row is None else int(row[0])
