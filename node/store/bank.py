@@ -110,3 +110,43 @@ def verdict_counts(conn: sqlite3.Connection, origin: str, idx: int) -> dict[str,
             (origin, idx),
         )
     }
+
+
+# -- the own log's appends (node/services/ownlog.py) -------------------------------------
+
+
+def add_own_hashes(
+    conn: sqlite3.Connection, log_id: int, first: int, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """add_own_hashes inserts the bank rows of hash additions appended at first, first+1,
+    ...; each row is (kind, hash, quality, labels, added, salt)."""
+    conn.executemany(
+        "INSERT INTO bank (log_id, idx, kind, hash, quality, labels, added, salt)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(log_id, first + n, *row) for n, row in enumerate(rows)],
+    )
+
+
+def retract_own(
+    conn: sqlite3.Connection, log_id: int, rows: Sequence[tuple[int, str, int, int]]
+) -> None:
+    """retract_own marks bank rows retracted and erases their hash and salt; each row is
+    (retraction time, reason, retracting entry's index, retracted index)."""
+    conn.executemany(
+        "UPDATE bank SET status = 'retracted', hash = NULL, salt = NULL,"
+        " retracted_at = ?, retract_reason = ?, retracted_by = ?"
+        " WHERE log_id = ? AND idx = ?",
+        [(t, reason, by, log_id, i) for t, reason, by, i in rows],
+    )
+
+
+def add_own_feedback(
+    conn: sqlite3.Connection, log_id: int, first: int, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """add_own_feedback inserts the feedback rows of records appended at first, first+1,
+    ...; each row is (target origin, target index, verdict, tags comma-joined, time)."""
+    conn.executemany(
+        "INSERT INTO feedback (log_id, idx, target_origin, target_idx, verdict, tags, time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(log_id, first + n, *row) for n, row in enumerate(rows)],
+    )

@@ -285,3 +285,9 @@ def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("COMMIT")
+
+
+def truncate_wal(conn: sqlite3.Connection) -> None:
+    """Checkpoints the WAL file into the database and truncates it, so that erased
+    content does not linger in the WAL (the database's free pages are secure-deleted)."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
