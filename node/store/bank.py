@@ -150,3 +150,69 @@ def add_own_feedback(
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(log_id, first + n, *row) for n, row in enumerate(rows)],
     )
+
+
+# -- re-deriving the bank from the log (node/services/verify.py) -------------------------
+
+
+class BankRow(NamedTuple):
+    """A bank row as stored (a tuple, so verify can walk it beside the log's entries)."""
+
+    idx: int
+    kind: str | None
+    hash: bytes | None
+    quality: int | None
+    labels: str
+    added: int | None
+    salt: bytes | None
+    status: str
+
+
+def bank_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[BankRow]:
+    """bank_rows returns the bank rows of log_id in idx order. The query runs now and the
+    rows stream as they are read, so a whole log's bank is never held at once."""
+    cursor = conn.execute(
+        "SELECT idx, kind, hash, quality, labels, added, salt, status FROM bank"
+        " WHERE log_id = ? ORDER BY idx",
+        (log_id,),
+    )
+    return map(BankRow._make, cursor)
+
+
+class FeedbackRow(NamedTuple):
+    """A feedback row as stored."""
+
+    idx: int
+    target_origin: str
+    target_idx: int
+    verdict: str
+    tags: str
+    time: int
+
+
+def feedback_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[FeedbackRow]:
+    """feedback_rows returns the feedback rows of log_id in idx order. The query runs now
+    and the rows stream as they are read."""
+    cursor = conn.execute(
+        "SELECT idx, target_origin, target_idx, verdict, tags, time FROM feedback"
+        " WHERE log_id = ? ORDER BY idx",
+        (log_id,),
+    )
+    return map(FeedbackRow._make, cursor)
+
+
+def retraction_states(
+    conn: sqlite3.Connection, log_id: int
+) -> dict[int, tuple[str, int | None, int | None, str | None]]:
+    """retraction_states returns, by idx, (status, retracted_by, retracted_at,
+    retract_reason) of every bank row of log_id that is not plainly active (a status
+    other than active, or any retraction column set)."""
+    return {
+        int(r[0]): (str(r[1]), r[2], r[3], r[4])
+        for r in conn.execute(
+            "SELECT idx, status, retracted_by, retracted_at, retract_reason FROM bank"
+            " WHERE log_id = ? AND (status != 'active' OR retracted_by IS NOT NULL"
+            " OR retracted_at IS NOT NULL OR retract_reason IS NOT NULL)",
+            (log_id,),
+        )
+    }
