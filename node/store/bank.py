@@ -216,3 +216,32 @@ def retraction_states(
             (log_id,),
         )
     }
+
+
+# -- listings for people (hashfed log show, the demo) ------------------------------------
+
+
+def rows_between(
+    conn: sqlite3.Connection, log_id: int, start: int, end: int
+) -> dict[int, tuple[Any, ...]]:
+    """rows_between returns, by idx, (kind, hash, quality, labels, status) of the bank
+    rows of log_id with idx in [start, end)."""
+    return {
+        int(r[0]): tuple(r[1:])
+        for r in conn.execute(
+            "SELECT idx, kind, hash, quality, labels, status FROM bank"
+            " WHERE log_id = ? AND idx >= ? AND idx < ?",
+            (log_id, start, end),
+        )
+    }
+
+
+def origin_bank(conn: sqlite3.Connection, origin: str) -> list[tuple[int, str, str, str]]:
+    """origin_bank returns (idx, kind, hash in upper-case hex, status) of every bank row
+    of origin's log, in idx order (empty if the node holds no such log)."""
+    rows = conn.execute(
+        "SELECT b.idx, b.kind, hex(b.hash), b.status FROM bank b JOIN logs l"
+        " ON l.id = b.log_id WHERE l.origin = ? ORDER BY b.idx",
+        (origin,),
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]

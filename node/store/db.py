@@ -291,3 +291,14 @@ def truncate_wal(conn: sqlite3.Connection) -> None:
     """Checkpoints the WAL file into the database and truncates it, so that erased
     content does not linger in the WAL (the database's free pages are secure-deleted)."""
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@contextmanager
+def plain_connection(path: Path | str) -> Iterator[sqlite3.Connection]:
+    """Yields a plain connection to the database at path (no PRAGMAs, no migration: a
+    quick look from beside the node that owns it, as the demo takes) and closes it."""
+    conn = sqlite3.connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
