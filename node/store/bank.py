@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 
 def entry_status(conn: sqlite3.Connection, log_id: int, index: int) -> str | None:
@@ -155,50 +155,29 @@ def add_own_feedback(
 # -- re-deriving the bank from the log (node/services/verify.py) -------------------------
 
 
-class BankRow(NamedTuple):
-    """A bank row as stored (a tuple, so verify can walk it beside the log's entries)."""
-
-    idx: int
-    kind: str | None
-    hash: bytes | None
-    quality: int | None
-    labels: str
-    added: int | None
-    salt: bytes | None
-    status: str
-
-
-def bank_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[BankRow]:
-    """bank_rows returns the bank rows of log_id in idx order. The query runs now and the
-    rows stream as they are read, so a whole log's bank is never held at once."""
+def bank_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[tuple[Any, ...]]:
+    """bank_rows returns the bank rows of log_id in idx order, each as stored: (idx, kind,
+    hash, quality, labels, added, salt, status). The query runs now and the rows stream
+    as they are read (plain tuples, straight from the cursor: verify walks every row of
+    a million-entry log), so a whole log's bank is never held at once."""
     cursor = conn.execute(
         "SELECT idx, kind, hash, quality, labels, added, salt, status FROM bank"
         " WHERE log_id = ? ORDER BY idx",
         (log_id,),
     )
-    return map(BankRow._make, cursor)
+    return cursor
 
 
-class FeedbackRow(NamedTuple):
-    """A feedback row as stored."""
-
-    idx: int
-    target_origin: str
-    target_idx: int
-    verdict: str
-    tags: str
-    time: int
-
-
-def feedback_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[FeedbackRow]:
-    """feedback_rows returns the feedback rows of log_id in idx order. The query runs now
-    and the rows stream as they are read."""
+def feedback_rows(conn: sqlite3.Connection, log_id: int) -> Iterator[tuple[Any, ...]]:
+    """feedback_rows returns the feedback rows of log_id in idx order, each as stored:
+    (idx, target_origin, target_idx, verdict, tags, time). The query runs now and the
+    rows stream as they are read."""
     cursor = conn.execute(
         "SELECT idx, target_origin, target_idx, verdict, tags, time FROM feedback"
         " WHERE log_id = ? ORDER BY idx",
         (log_id,),
     )
-    return map(FeedbackRow._make, cursor)
+    return cursor
 
 
 def retraction_states(
