@@ -347,17 +347,11 @@ def fork_steps(log_key: str) -> None:
 
 
 def bank_of(node: str, origin: str) -> list[dict[str, Any]]:
-    import sqlite3
+    from hashfed.node.store.bank import origin_bank
+    from hashfed.node.store.db import plain_connection
 
-    conn = sqlite3.connect(WORK / node / "hashfed.db")
-    try:
-        rows = conn.execute(
-            "SELECT b.idx, b.kind, hex(b.hash), b.status FROM bank b JOIN logs l"
-            " ON l.id = b.log_id WHERE l.origin = ? ORDER BY b.idx",
-            (origin,),
-        ).fetchall()
-    finally:
-        conn.close()
+    with plain_connection(WORK / node / "hashfed.db") as conn:
+        rows = origin_bank(conn, origin)
     return [{"index": r[0], "kind": r[1], "hash": r[2].lower(), "status": r[3]} for r in rows]
 
 

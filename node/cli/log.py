@@ -12,6 +12,7 @@ from hashfed.node.cli.output import emit, output_options, plural
 from hashfed.node.cli.witness import push_now
 from hashfed.node.home import open_node
 from hashfed.node.services.verify import VerifyReport, verify_bank, verify_log
+from hashfed.node.store import bank as bankstore
 from hashfed.node.store import logstore, peers
 from hashfed.node.store.db import transaction
 from hashfed.protocol.checkpoint import parse_checkpoint_body
@@ -176,14 +177,7 @@ def log_show(home: Path, start: int, limit: int, fmt: str) -> None:
         assert log is not None
         end = min(log.size, start + limit)
         entries = logstore.read_entries(node.db.conn, log.id, start, end) if end > start else []
-        bank = {
-            int(r[0]): tuple(r[1:])
-            for r in node.db.conn.execute(
-                "SELECT idx, kind, hash, quality, labels, status FROM bank"
-                " WHERE log_id = ? AND idx >= ? AND idx < ?",
-                (log.id, start, end),
-            )
-        }
+        bank = bankstore.rows_between(node.db.conn, log.id, start, end)
     rows = [_describe(start + n, e, bank) for n, e in enumerate(entries)]
     for row in rows:
         if fmt == "table" and row["type"] == "retract":

@@ -35,14 +35,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 from hashfed.hasher import PDQ_MATCH_THRESHOLD
 from hashfed.node.match.index import MAX_THRESHOLD, ExactIndex, Md5Index, PdqIndex
+from hashfed.node.store import bank as bankstore
+from hashfed.node.store import logstore
+from hashfed.node.store.bank import applied_logs
+from hashfed.node.store.db import read_snapshot
 from hashfed.protocol.kinds import HashKind, Kind, KindRegistry, kinds
 from hashfed.protocol.records import Verdict
 from hashfed.sync.engine import SyncResult
@@ -125,31 +128,6 @@ def _id(log_id: int, idx: int) -> int:
     return log_id << ID_SHIFT | idx
 
 
-@contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """Runs the block in one read transaction (a consistent snapshot in WAL mode)."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
-
-
-def applied_logs(conn: sqlite3.Connection) -> dict[int, str]:
-    """applied_logs returns the logs whose hashes this node matches against, by log id:
-    its own log and the origins trusted as publishers."""
-    rows = conn.execute(
-        "SELECT id, origin FROM logs WHERE own = 1 OR origin IN"
-        " (SELECT origin FROM trust WHERE role = 'publisher') ORDER BY id"
-    ).fetchall()
-    return {int(i): str(o) for i, o in rows}
-
-
-_ACTIVE = "status = 'active' AND hash IS NOT NULL"
-
 Rows = tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.uint8]]]
 
 
@@ -166,7 +144,7 @@ class BankRows:
 def read_bank(conn: sqlite3.Connection) -> BankRows:
     """read_bank reads every applied, active row in one read snapshot (numpy only:
     no kernel runs, so it needs no numba)."""
-    with _snapshot(conn):
+    with read_snapshot(conn):
         logs = applied_logs(conn)
         sizes = _log_sizes(conn, logs)
         arrays = _read_rows(conn, list(logs))
@@ -304,10 +282,9 @@ class BankIndex:
         :class:`hashfed.node.services.ownlog.AppendResult`'s first_index and count, and the
         indices it retracted)."""
         with self._lock:
-            row = conn.execute("SELECT id FROM logs WHERE own = 1").fetchone()
-            if row is None:
+            log_id = logstore.own_log_id(conn)
+            if log_id is None:
                 return
-            log_id = int(row[0])
             if log_id not in self._logs or self._sizes.get(log_id) != first_index:
                 self._refresh_locked(conn)
                 return
@@ -327,7 +304,7 @@ class BankIndex:
         return None
 
     def _refresh_locked(self, conn: sqlite3.Connection) -> None:
-        with _snapshot(conn):
+        with read_snapshot(conn):
             logs = applied_logs(conn)
             sizes = _log_sizes(conn, logs)
             for log_id in [i for i in self._logs if i not in logs]:
@@ -345,8 +322,7 @@ class BankIndex:
         self._logs[log_id], self._sizes[log_id] = origin, size
 
     def _drop_log(self, conn: sqlite3.Connection, log_id: int) -> None:
-        rows = conn.execute("SELECT idx FROM bank WHERE log_id = ?", (log_id,)).fetchall()
-        ids = [_id(log_id, int(r[0])) for r in rows]
+        ids = [_id(log_id, idx) for idx in bankstore.entry_indices(conn, log_id)]
         for index in self.indexes.values():
             index.remove(ids)
         del self._logs[log_id]
@@ -354,7 +330,7 @@ class BankIndex:
 
     def _catch_up(self, conn: sqlite3.Connection, log_id: int, size: int | None = None) -> None:
         """Brings one log from its indexed size to size (default: the database's)."""
-        with _snapshot(conn):
+        with read_snapshot(conn):
             if size is None:
                 size = _log_sizes(conn, {log_id: ""})[log_id]
             old = self._sizes.get(log_id, 0)
@@ -362,10 +338,8 @@ class BankIndex:
                 self._drop_log(conn, log_id)
                 self._add_log(conn, log_id, applied_logs(conn).get(log_id, ""), size)
                 return
-            rows = conn.execute(
-                "SELECT idx FROM bank WHERE log_id = ? AND retracted_by >= ?", (log_id, old)
-            ).fetchall()
-            self._apply_range(conn, log_id, old, size, [int(r[0]) for r in rows])
+            retracted = bankstore.retracted_since(conn, log_id, old)
+            self._apply_range(conn, log_id, old, size, retracted)
 
     def _apply_range(
         self, conn: sqlite3.Connection, log_id: int, old: int, new: int, retracted: list[int]
@@ -420,22 +394,18 @@ class BankIndex:
                 origin = logs.get(hit.log_id)
                 if origin is None or (allowed is not None and not allowed(origin)):
                     continue
-                row = conn.execute(
-                    f"SELECT hash, labels, added FROM bank WHERE log_id = ? AND idx = ?"
-                    f" AND kind = ? AND {_ACTIVE}",
-                    (hit.log_id, hit.idx, kind),
-                ).fetchone()
-                if row is None:
+                entry = bankstore.active_entry(conn, hit.log_id, hit.idx, kind)
+                if entry is None:
                     continue
                 rows.append(
                     MatchRow(
                         origin=origin,
                         index=hit.idx,
                         kind=kind,
-                        hash=bytes(row[0]).hex(),
+                        hash=entry.hash.hex(),
                         distance=hit.distance,
-                        labels=tuple(row[1].split(",")) if row[1] else (),
-                        added=None if row[2] is None else int(row[2]),
+                        labels=tuple(entry.labels.split(",")) if entry.labels else (),
+                        added=entry.added,
                         feedback=feedback_counts(conn, origin, hit.idx),
                     )
                 )
@@ -472,17 +442,12 @@ def feedback_counts(conn: sqlite3.Connection, origin: str, idx: int) -> dict[str
     """feedback_counts returns how many feedback records of each verdict the node holds
     about entry idx of origin, from every log it holds (zero for the others)."""
     counts = {v.value: 0 for v in Verdict}
-    for verdict, n in conn.execute(
-        "SELECT verdict, count(*) FROM feedback WHERE target_origin = ? AND target_idx = ?"
-        " GROUP BY verdict",
-        (origin, idx),
-    ):
-        counts[str(verdict)] = int(n)
+    counts.update(bankstore.verdict_counts(conn, origin, idx))
     return counts
 
 
 def _log_sizes(conn: sqlite3.Connection, logs: Mapping[int, str]) -> dict[int, int]:
-    sizes = {int(i): int(s) for i, s in conn.execute("SELECT id, size FROM logs")}
+    sizes = logstore.log_sizes(conn)
     return {log_id: sizes.get(log_id, 0) for log_id in logs}
 
 
@@ -510,17 +475,14 @@ def _read_rows(
         for w, names in by_width.items()
         if len(names) == 1 and w in (min(by_width), max(by_width))
     }
-    kind_sql = " OR ".join("(kind = ? AND length(hash) = ?)" for _ in specs) or "0"
-    kind_params = [value for spec in specs for value in (str(spec.name), spec.size)]
+    kind_widths = [(str(spec.name), spec.size) for spec in specs]
     ids_parts: dict[str, list[np.ndarray[Any, np.dtype[np.int64]]]] = {k.name: [] for k in specs}
     hash_parts: dict[str, list[bytes]] = {k.name: [] for k in specs}
     for log_id in log_ids:
-        cursor = conn.execute(
-            f"SELECT idx, hash{', kind' if need_kind else ''} FROM bank WHERE log_id = ?"
-            f" AND {_ACTIVE} AND idx >= ? AND idx < ? AND ({kind_sql}) ORDER BY idx",
-            (log_id, start, end if end is not None else 1 << ID_SHIFT, *kind_params),
-        )
-        while rows := cursor.fetchmany(_CHUNK):
+        stop = end if end is not None else 1 << ID_SHIFT
+        for rows in bankstore.active_chunks(
+            conn, log_id, start, stop, kind_widths, need_kind, _CHUNK
+        ):
             joined = b"".join([r[1] for r in rows])
             groups: list[tuple[str, list[int], bytes]] = []
             for width, kind in one_kind_widths.items():

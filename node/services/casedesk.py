@@ -69,7 +69,7 @@ from hashfed.node.services.ownlog import AppendResult, Clock, NewHash, OwnLog, s
 from hashfed.node.services.pinguard import GuessRefused, PinGuard
 from hashfed.node.store import cases as store
 from hashfed.node.store import logstore
-from hashfed.node.store.db import open_database, transaction
+from hashfed.node.store.db import open_database, transaction, truncate_wal
 from hashfed.protocol.errors import InvalidRecord
 from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import STOPNCII_FEEDBACK, Reason, Verdict
@@ -249,7 +249,7 @@ def checkpoint_wal(conn: sqlite3.Connection, tries: int = CHECKPOINT_TRIES) -> b
     survive only in the (secure-deleted) database file; retries while readers keep it busy.
     Returns whether it succeeded."""
     for attempt in range(tries):
-        if store.truncate_wal(conn):
+        if truncate_wal(conn):
             return True
         if attempt + 1 < tries:
             time.sleep(0.05 * (attempt + 1))

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from hashfed.node.errors import NodeError
 from hashfed.node.store import bank, logstore
-from hashfed.node.store.db import data_version, open_database, read_transaction
+from hashfed.node.store.db import data_version, open_database, read_snapshot
 from hashfed.node.store.logstore import content_bundle
 from hashfed.protocol.tiles import (
     ENTRY_BUNDLE_WIDTH,
@@ -275,7 +275,7 @@ def export_logs(conn: sqlite3.Connection, root: Path) -> ExportReport:
     report = ExportReport()
     checkpoints: list[tuple[_Writer, LogExport, bytes]] = []
     rewritten: list[_Writer] = []
-    with read_transaction(conn):
+    with read_snapshot(conn):
         for log in logstore.list_logs(conn):
             if log.checkpoint is None:
                 continue

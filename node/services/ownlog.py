@@ -24,8 +24,9 @@ from pathlib import Path
 
 import sqlite_utils
 from hashfed.node.errors import DatabaseError, ForkRefused, NodeError
+from hashfed.node.store import bank as bankstore
 from hashfed.node.store import logstore
-from hashfed.node.store.db import transaction
+from hashfed.node.store.db import transaction, truncate_wal
 from hashfed.protocol.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from hashfed.protocol.errors import InvalidRecord
 from hashfed.protocol.merkle import leaf_hashes
@@ -102,10 +103,7 @@ class _BankView:
     def addition_status(self, index: int) -> str | None:
         if index in self.retracting:
             return "retracted"
-        row = self._conn.execute(
-            "SELECT status FROM bank WHERE log_id = ? AND idx = ?", (self._log_id, index)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return bankstore.entry_status(self._conn, self._log_id, index)
 
 
 class OwnLog:
@@ -188,7 +186,7 @@ class OwnLog:
         ]
         result = self._append(_Batch(), retractions=records, then=then)
         # Move the erased content out of the WAL file into the (secure-deleted) database.
-        self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        truncate_wal(self._db.conn)
         return result
 
     def feedback(
@@ -312,24 +310,11 @@ class OwnLog:
     @staticmethod
     def _write_bank(conn: sqlite3.Connection, log_id: int, first: int, batch: _Batch) -> None:
         if batch.bank_rows:
-            conn.executemany(
-                "INSERT INTO bank (log_id, idx, kind, hash, quality, labels, added, salt)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(log_id, first + n, *row) for n, row in enumerate(batch.bank_rows)],
-            )
+            bankstore.add_own_hashes(conn, log_id, first, batch.bank_rows)
         if batch.retracted:
-            conn.executemany(
-                "UPDATE bank SET status = 'retracted', hash = NULL, salt = NULL,"
-                " retracted_at = ?, retract_reason = ?, retracted_by = ?"
-                " WHERE log_id = ? AND idx = ?",
-                [(t, reason, by, log_id, i) for t, reason, by, i in batch.retracted],
-            )
+            bankstore.retract_own(conn, log_id, batch.retracted)
         if batch.feedback_rows:
-            conn.executemany(
-                "INSERT INTO feedback (log_id, idx, target_origin, target_idx, verdict, tags, time)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(log_id, first + n, *row) for n, row in enumerate(batch.feedback_rows)],
-            )
+            bankstore.add_own_feedback(conn, log_id, first, batch.feedback_rows)
 
     # -- the signed head --------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hashfed.node.store import bank as bankstore
 from hashfed.node.store import logstore
 from hashfed.protocol.checkpoint import open_checkpoint
 from hashfed.protocol.errors import ProtocolError
@@ -161,19 +162,11 @@ def verify_bank(conn: sqlite3.Connection, log: logstore.LogRow, report: VerifyRe
     skips the checks that need all of it (rows beyond, retraction statuses).
     """
     start = time.perf_counter()
-    rows = conn.execute(
-        "SELECT idx, kind, hash, quality, labels, added, salt, status FROM bank"
-        " WHERE log_id = ? ORDER BY idx",
-        (log.id,),
-    )
-    feedback = conn.execute(
-        "SELECT idx, target_origin, target_idx, verdict, tags, time FROM feedback"
-        " WHERE log_id = ? ORDER BY idx",
-        (log.id,),
-    )
-    flagged = {int(r[0]) for r in conn.execute("SELECT idx FROM flags WHERE log_id = ?", (log.id,))}
-    row = rows.fetchone()
-    fb_row = feedback.fetchone()
+    rows = bankstore.bank_rows(conn, log.id)
+    feedback = bankstore.feedback_rows(conn, log.id)
+    flagged = logstore.flagged_indices(conn, log.id)
+    row = next(rows, None)
+    fb_row = next(feedback, None)
     retracted: dict[int, tuple[int, int, str]] = {}
     erased: set[int] = set()
     for bundle_index, count, data in logstore.iter_bundles(conn, log.id):
@@ -187,10 +180,10 @@ def verify_bank(conn: sqlite3.Connection, log: logstore.LogRow, report: VerifyRe
                 break
             while row is not None and row[0] < idx:
                 report.add(f"bank row {row[0]}", "is not a hash addition in the log")
-                row = rows.fetchone()
+                row = next(rows, None)
             while fb_row is not None and fb_row[0] < idx:
                 report.add(f"feedback row {fb_row[0]}", "is not a feedback record in the log")
-                fb_row = feedback.fetchone()
+                fb_row = next(feedback, None)
             try:
                 record = decode_record(entry)
             except ProtocolError as exc:
@@ -203,7 +196,7 @@ def verify_bank(conn: sqlite3.Connection, log: logstore.LogRow, report: VerifyRe
                     continue
                 report.bank_rows += 1
                 _check_addition_row(idx, record, row, report, erased)
-                row = rows.fetchone()
+                row = next(rows, None)
             elif isinstance(record, Retraction):
                 for target in record.indices:
                     retracted[target] = (idx, record.time, record.reason.value)
@@ -220,16 +213,16 @@ def verify_bank(conn: sqlite3.Connection, log: logstore.LogRow, report: VerifyRe
                 )
                 if tuple(fb_row[1:]) != want:
                     report.add(f"feedback row {idx}", "differs from the feedback record in the log")
-                fb_row = feedback.fetchone()
+                fb_row = next(feedback, None)
     if report.entries < report.size:
         report.bank_seconds = time.perf_counter() - start
         return  # verify_log named the entries it could not read; the rest is unknown
     while row is not None:
         report.add(f"bank row {row[0]}", "is not a hash addition in the log")
-        row = rows.fetchone()
+        row = next(rows, None)
     while fb_row is not None:
         report.add(f"feedback row {fb_row[0]}", "is not a feedback record in the log")
-        fb_row = feedback.fetchone()
+        fb_row = next(feedback, None)
     _check_statuses(conn, log.id, retracted, erased, flagged, report)
     report.bank_seconds = time.perf_counter() - start
 
@@ -261,15 +254,7 @@ def _check_statuses(
     """Checks each row's status against the log's retractions. On a mirror, a row
     kept but not applied ('skipped') or received without content ('content
     unavailable') is flagged; those flags account for it."""
-    stored = {
-        int(r[0]): (str(r[1]), r[2], r[3], r[4])
-        for r in conn.execute(
-            "SELECT idx, status, retracted_by, retracted_at, retract_reason FROM bank"
-            " WHERE log_id = ? AND (status != 'active' OR retracted_by IS NOT NULL"
-            " OR retracted_at IS NOT NULL OR retract_reason IS NOT NULL)",
-            (log_id,),
-        )
-    }
+    stored = bankstore.retraction_states(conn, log_id)
     for idx, (by, when, reason) in sorted(retracted.items()):
         status, stored_by, stored_when, stored_reason = stored.pop(
             idx, ("active", None, None, None)

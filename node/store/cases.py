@@ -222,11 +222,3 @@ def feedback_verdicts(
         for verdict, n in rows:
             counts[str(verdict)] += int(n)
     return counts
-
-
-def truncate_wal(conn: sqlite3.Connection) -> bool:
-    """truncate_wal moves the WAL file into the database and truncates it; reports
-    whether it did (False while readers keep it busy), so that deleted case hashes
-    survive only in the (secure-deleted) database file."""
-    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    return not busy

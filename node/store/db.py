@@ -273,17 +273,6 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-@contextmanager
-def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Runs the block in one read transaction, so every read sees one state of the
-    database; it writes nothing (the transaction is rolled back)."""
-    conn.execute("BEGIN")
-    try:
-        yield conn
-    finally:
-        conn.execute("ROLLBACK")
-
-
 def data_version(conn: sqlite3.Connection) -> int:
     """Returns SQLite's data_version: it changes whenever another connection commits."""
     (version,) = conn.execute("PRAGMA data_version").fetchone()
@@ -350,3 +339,36 @@ def open_replica(path: Path) -> sqlite3.Connection:
             "the writer first)"
         )
     return conn
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Runs the block in one read transaction, a consistent snapshot in WAL mode (inside
+    a transaction already open, the block simply joins it)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Checkpoints the WAL file into the database and truncates it, so that erased
+    content does not linger in the WAL (the database's free pages are secure-deleted).
+    Reports whether it did: False while readers keep the WAL busy."""
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    return not busy
+
+
+@contextmanager
+def plain_connection(path: Path | str) -> Iterator[sqlite3.Connection]:
+    """Yields a plain connection to the database at path (no PRAGMAs, no migration: a
+    quick look from beside the node that owns it, as the demo takes) and closes it."""
+    conn = sqlite3.connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()

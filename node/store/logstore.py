@@ -265,3 +265,19 @@ def set_own(conn: sqlite3.Connection, origin: str, own: bool) -> None:
             "DELETE FROM sync_state WHERE log_id = (SELECT id FROM logs WHERE origin = ?)",
             (origin,),
         )
+
+
+def log_sizes(conn: sqlite3.Connection) -> dict[int, int]:
+    """log_sizes returns the size of every log the node holds, by log id."""
+    return {int(i): int(s) for i, s in conn.execute("SELECT id, size FROM logs")}
+
+
+def own_log_id(conn: sqlite3.Connection) -> int | None:
+    """own_log_id returns the id of the node's own log, or None before it has one."""
+    row = conn.execute("SELECT id FROM logs WHERE own = 1").fetchone()
+    return None if row is None else int(row[0])
+
+
+def flagged_indices(conn: sqlite3.Connection, log_id: int) -> set[int]:
+    """flagged_indices returns the indices of log_id's entries that are flagged now."""
+    return {int(r[0]) for r in conn.execute("SELECT idx FROM flags WHERE log_id = ?", (log_id,))}
