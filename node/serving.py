@@ -114,8 +114,8 @@ def exit_now(code: int = 0) -> NoReturn:
     """exit_now ends the process at once, after :func:`serve` returned.
 
     Nothing is left to write by then, but the interpreter's own teardown would still
-    unload numba and LLVM (half a second) and meet the index loader, a daemon thread
-    that may be mid-import: both are skipped."""
+    meet the index loader, a daemon thread that may be mid-import or mid-build: it is
+    skipped."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

@@ -21,7 +21,7 @@ DEFAULT_HOME = "hashfed-node"
 
 
 # The subcommands, each imported only when it runs: importing them all (aiohttp,
-# numba, Pillow...) would cost every command most of a second.
+# numpy, Pillow...) would cost every command most of a second.
 LAZY_COMMANDS = {
     "backup": "hashfed.node.cli.ops:backup_command",
     "recover": "hashfed.node.cli.ops:recover_command",

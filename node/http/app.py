@@ -11,6 +11,7 @@ needs from typed app keys (``web.AppKey``), never from module globals:
     node/http/witness.py     POST /witness/add-checkpoint (C2SP tlog-witness)
     node/http/admin.py       GET /metrics, GET /v1/status (the admin token)
     node/http/cases.py       the case desk's API and the person's page (a publisher)
+    node/http/feedback.py    POST /v1/feedback: publish feedback (the admin token, a writer)
 
 What the routes use arrives in one :class:`NodeServices`; the composition root
 (node/root.py) builds it and owns the lifetimes of what it holds.

@@ -143,7 +143,7 @@ class BankRows:
 
 def read_bank(conn: sqlite3.Connection) -> BankRows:
     """read_bank reads every applied, active row in one read snapshot (numpy only:
-    no kernel runs, so it needs no numba)."""
+    no kernel runs)."""
     with read_snapshot(conn):
         logs = applied_logs(conn)
         sizes = _log_sizes(conn, logs)
@@ -205,7 +205,7 @@ class BankIndex:
         default_threshold: int = PDQ_MATCH_THRESHOLD,
     ) -> BankIndex:
         """from_rows builds the index from rows :func:`read_bank` read. It runs the
-        kernels (and so loads numba) but touches no database."""
+        kernels (the C extension, without the GIL) but touches no database."""
         index = cls(conn, thresholds=thresholds, default_threshold=default_threshold)
         for kind, kind_index in index.indexes.items():
             kind_index.build(*rows.arrays[kind])
