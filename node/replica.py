@@ -37,7 +37,6 @@ from hashfed.node.config import NodeConfig, ServerConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.home import API_TOKEN_FILE
 from hashfed.node.http.app import create_app
-from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
 from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.store.db import SCHEMA_VERSION
 from hashfed.signing.keys import Ed25519Signer, parse_signer, read_key_file
@@ -95,11 +94,14 @@ def read_replica_keys(config: NodeConfig) -> ReplicaKeys:
 def create_replica_app(
     config: NodeConfig,
     server: ServerConfig | None = None,
-    refresh: float = REFRESH_INTERVAL,
+    refresh: float | None = None,
 ) -> web.Application:
     """Builds a read replica's app for the node configured in config (its home), with
     its index loaded first: for tests and embedding. ``hashfed serve --read-only`` runs
-    through node/serving.py (bind first, readiness, admin routes, prompt stop)."""
+    through node/serving.py (bind first, readiness, admin routes, prompt stop). The index
+    is refreshed every refresh seconds (None: every REFRESH_INTERVAL)."""
+    from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
+
     conn = open_replica_database(config.database)
     try:
         index = BankIndex.load(
@@ -120,7 +122,9 @@ def create_replica_app(
         raise
 
     async def background(_app: web.Application) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(refresh_loop(index, conn, refresh))
+        refresher = asyncio.create_task(
+            refresh_loop(index, conn, REFRESH_INTERVAL if refresh is None else refresh)
+        )
         yield
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -54,7 +54,6 @@ from hashfed.node.http.cases import serve_cases
 from hashfed.node.http.readiness import Readiness
 from hashfed.node.http.witness import Witness
 from hashfed.node.logsetup import start_logging
-from hashfed.node.match.bank import BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader, use_node_cache
 from hashfed.node.replica import open_replica_database, read_replica_keys
 from hashfed.node.services.export import export_loop
@@ -363,9 +362,11 @@ def on_bound(announce: Announce, origin: str, url: str) -> None:
 
 
 async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: Announce) -> None:
+    from hashfed.node.match.bank import refresh_loop  # numpy: once the port is bound
+
     started = time.monotonic()
     try:
-        index: BankIndex = await loader.load(on_warning=lambda text: log.warning("%s", text))
+        index = await loader.load(on_warning=lambda text: log.warning("%s", text))
     except Exception as exc:
         announce(f"the match index failed to load: {exc}")
         return

@@ -7,10 +7,9 @@ import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlite_utils
 from hashfed.node.cli.output import emit, iso_time, output_options
 from hashfed.node.config import NodeConfig, load_config
 from hashfed.node.errors import NodeError
@@ -25,6 +24,9 @@ from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.policy import format_policy
 from hashfed.signing.errors import SigningError
 from hashfed.sync.engine import Progress
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 @contextlib.contextmanager

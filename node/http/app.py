@@ -31,6 +31,7 @@ import sqlite3
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from hashfed.node.config import ServerConfig
@@ -42,7 +43,6 @@ from hashfed.node.http.match import IndexProvider, setup_match_api
 from hashfed.node.http.metrics import METRICS_KEY, Metrics
 from hashfed.node.http.readiness import Readiness, setup_health
 from hashfed.node.http.witness import Witness, setup_witness
-from hashfed.node.match.bank import BankIndex
 from hashfed.node.store import logstore, peers
 from hashfed.protocol.errors import MalformedTile
 from hashfed.protocol.merkle import HASH_SIZE
@@ -56,6 +56,9 @@ from hashfed.protocol.tiles import (
     split_bundle,
 )
 from hashfed.signing.keys import Signer
+
+if TYPE_CHECKING:  # numpy and the index: loaded after the port is bound
+    from hashfed.node.match.bank import BankIndex
 
 IMMUTABLE = "max-age=31536000, immutable"
 CHECKPOINT_CACHE = "max-age=2, must-revalidate"
@@ -334,7 +337,7 @@ def create_app(
     app.router.add_get("/log/{origin_hash:[0-9a-f]{64}}/content/{tail:.+}", get_content)
     if match_index is not None:
         index = match_index
-        provider = (lambda: index) if isinstance(index, BankIndex) else index
+        provider = index if callable(index) else (lambda: index)
         setup_match_api(app, provider, api_token, conn)
     if witness is not None:
         setup_witness(app, witness)

@@ -56,9 +56,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
 from hashfed.node.config import CasesConfig, NodeConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.services.ownlog import AppendResult, Clock, NewHash, OwnLog, system_clock
@@ -70,6 +69,9 @@ from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import STOPNCII_FEEDBACK, Reason, Verdict
 from hashfed.protocol.validation import Policy, check_hash
 from hashfed.signing.keys import Ed25519Signer
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger("hashfed.cases")
 

@@ -16,9 +16,9 @@ import asyncio
 import logging
 import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
-import sqlite_utils
 from hashfed.node.store import logstore
 from hashfed.node.store.db import transaction
 from hashfed.protocol.merkle import consistency_proof
@@ -27,6 +27,9 @@ from hashfed.protocol.tiles import TileHashReader
 from hashfed.protocol.witness import AddCheckpoint
 from hashfed.signing.errors import SigningError
 from hashfed.signing.note import VerifierList, open_note
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 MAX_ANSWER = 16 * 1024
 
