@@ -456,7 +456,13 @@ class CaseDesk:
         self._log_time = 0
         self._log = OwnLog(db, signer, head_file, policy, clock=lambda: self._log_time)
         self._lock = threading.Lock()
-        self._decoy = hash_pin(secrets.token_hex(16))
+        # The decoy PIN hash an unknown number is checked against: scrypt, so it is
+        # made in a thread of its own (hashlib releases the GIL) rather than hold up
+        # 'hashfed serve' before it binds; every PIN check waits for it, so a check
+        # never costs less for an unknown number, even the first.
+        self._decoy = ""
+        self._decoy_made = threading.Event()
+        threading.Thread(target=self._make_decoy, name="hashfed-case-decoy", daemon=True).start()
         # Wrong-PIN state of every guessed number, known or not, by number digest.
         # Only the lock touches it.
         self._guard = PinGuard(
@@ -721,6 +727,18 @@ class CaseDesk:
 
     # -- internals --------------------------------------------------------------------
 
+    def _make_decoy(self) -> None:
+        try:
+            self._decoy = hash_pin(secrets.token_hex(16))
+        finally:
+            self._decoy_made.set()
+
+    def _decoy_hash(self) -> str:
+        self._decoy_made.wait()
+        if not self._decoy:  # its thread failed: make it here
+            self._decoy = hash_pin(secrets.token_hex(16))
+        return self._decoy
+
     def _authenticate(self, number: str, pin: str, client: str = "") -> str:
         """Returns the id of the case with this number and PIN, checked from client's network.
 
@@ -740,8 +758,9 @@ class CaseDesk:
                 self._guard.check(digest, client, self._clock())
             except GuessRefused as refused:
                 raise CaseLocked(refused.retry_after) from None
-        case_id, stored = (None, self._decoy) if row is None else row
-        matched = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
+        decoy = self._decoy_hash()
+        case_id, stored = (None, decoy) if row is None else row
+        matched = verify_pin(pin, stored) if pin else verify_pin("", decoy) and False
         ok = matched and row is not None
         with self._lock:
             self._guard.record(digest, client, self._clock(), ok)
