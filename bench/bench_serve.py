@@ -8,17 +8,23 @@
 * the longest answer to ``/readyz`` while the cold node loads its index, beside the
   longest of 200 answers of an idle one: how long the event loop is ever held.
 * SIGTERM to exit, during the index's load and when idle, beside the bare app's.
+* SIGTERM to exit while a partner node catches up with the N hashes from the
+  publisher's ``hashfed serve`` (signalled once a few bundles are applied; its staged
+  bundles are dropped between runs, so each run is a first catch-up).
 * ``hashfed --version`` and ``hashfed sync --help``: wall time (median) and peak RSS,
   beside ``python -c pass`` on the same interpreter.
 
-``python -m bench.bench_serve setup HOME N`` creates the node (in its own process).
+``python -m bench.bench_serve setup HOME N`` creates the node (in its own process), and
+``python -m bench.bench_serve partner HOME PARTNER URL`` the partner that syncs from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -73,6 +79,65 @@ def phase_setup(home: Path, count: int) -> None:
 
     init_node(home, "bench.example/serve", "publisher").close()
     _publish(home, count, seed=5)
+
+
+def phase_partner(home: Path, partner: Path, url: str) -> None:
+    from hashfed.node.home import init_node, open_node
+    from hashfed.node.store import peers
+    from hashfed.node.store.db import transaction
+
+    with open_node(home) as pub, init_node(partner, "partner.example/serve") as part:
+        with transaction(pub.db) as conn:
+            peers.add_peer(conn, "partner", "http://127.0.0.1:9", part.peer_signer.vkey())
+        with transaction(part.db) as conn:
+            peers.add_peer(conn, "publisher", url, pub.peer_signer.vkey())
+            peers.add_trust(conn, pub.signer.vkey(), "publisher")
+
+
+CATCH_UP_BUNDLES = 4
+"""Bundles a partner stages (and applies) before it is sent SIGTERM mid-catch-up."""
+
+
+def _staged(partner: Path) -> int:
+    staging = partner / "hashfed.staging.db"
+    if not staging.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{staging}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM staged").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _catch_up_stops(work: Path, home: Path, runs: int) -> list[float]:
+    """Returns the seconds from SIGTERM to exit of a partner's 'hashfed serve' caught in
+    the middle of its first sync of the bank of the node in home."""
+    port = _free_port()
+    command = [str(HASHFED), "--dir", str(home), "serve", "--port", str(port), "--no-sync"]
+    publisher = _start(command, port, work / "publisher.log", {}, False)
+    partner = work / "partner"
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "bench.bench_serve", "partner", str(home), str(partner),
+             f"http://127.0.0.1:{port}"],
+            check=True, cwd=ROOT,
+        )  # fmt: skip
+        stops = []
+        for i in range(runs):
+            for suffix in ("", "-wal", "-shm"):  # a first catch-up each time
+                (partner / f"hashfed.staging.db{suffix}").unlink(missing_ok=True)
+            port = _free_port()
+            command = [str(HASHFED), "--dir", str(partner), "serve", "--port", str(port)]
+            start = _start(command, port, work / f"partner{i}.log", {}, False)
+            t0 = time.perf_counter()
+            while _staged(partner) < CATCH_UP_BUNDLES:
+                if start.proc.poll() is not None or time.perf_counter() - t0 > BOUND:
+                    raise _fail(start.proc, start.log, "the partner did not start its catch-up")
+                time.sleep(0.01)
+            stops.append(_stop(start))
+        return stops
+    finally:
+        _stop(publisher)
 
 
 def _free_port() -> int:
@@ -266,6 +331,7 @@ def run(quick: bool) -> list[Row]:
         port = _free_port()
         warming = _start(serve(port), port, work / "warming.log", {}, False)
         stop_warming = _stop(warming)
+        catch_up_stops = _catch_up_stops(work, home, max(repeats, 3))
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -292,6 +358,8 @@ def run(quick: bool) -> list[Row]:
             higher_is_better=False, target=2.0),
         Row("serve", "SIGTERM to exit, idle", med(stops), "s", bare_stop, aio,
             higher_is_better=False, target=2.0),
+        Row("serve", f"SIGTERM to exit, during a {n} catch-up sync", med(catch_up_stops), "s",
+            bare_stop, aio, higher_is_better=False, target=2.0),
     ]  # fmt: skip
     return rows
 
@@ -299,3 +367,5 @@ def run(quick: bool) -> list[Row]:
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         phase_setup(Path(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1] == "partner":
+        phase_partner(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hashfed.hasher import _pdq
-from hashfed.hasher.decode import RGBArray, decode, decode_bytes
 from hashfed.hasher.errors import UnsupportedFormat
 from hashfed.hasher.formats import Kind, detect_format, read_head
 from hashfed.hasher.signal import Comparison, SignalType
 from hashfed.protocol.kinds import PDQ
+
+if TYPE_CHECKING:
+    from hashfed.hasher.decode import RGBArray
 
 PDQ_NAME = str(PDQ.name)
 """The frozen name of the PDQ kind (hashfed.protocol.kinds)."""
@@ -110,9 +113,13 @@ class PdqSignal(SignalType):
         fmt = detect_format(path, read_head(path))
         if fmt.kind is not Kind.PDQ:
             raise UnsupportedFormat(f"{fmt.name} is a video format: hash it with MD5")
+        from hashfed.hasher.decode import decode  # Pillow: only once a photo is hashed
+
         return pdq_from_rgb(decode(path, fmt, exif=False).rgb)
 
     @classmethod
     def hash_bytes(cls, data: bytes) -> tuple[str, int]:
         """hash_bytes returns (hash, quality) of an in-memory image Pillow can read."""
+        from hashfed.hasher.decode import decode_bytes
+
         return pdq_from_rgb(decode_bytes(data))

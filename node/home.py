@@ -7,8 +7,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from hashfed.node.config import NodeConfig, load_config, write_config
 from hashfed.node.errors import NodeError
 from hashfed.node.services.ownlog import Clock, OwnLog, system_clock, write_signed_head
@@ -28,6 +28,9 @@ from hashfed.signing.keys import (
     read_key_file,
     write_key_file,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 API_TOKEN_FILE = Path("keys") / "api.token"
 """The local API token (``Authorization: Bearer`` for ``POST /v1/match``), beside the keys."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 from aiohttp import web
@@ -40,7 +40,6 @@ from hashfed.node.http.app import AdminAccess, NodeServices, create_app
 from hashfed.node.http.feedback import FeedbackAccess
 from hashfed.node.http.match import IndexProvider
 from hashfed.node.http.witness import Witness
-from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader
 from hashfed.node.readiness import Readiness
 from hashfed.node.replica import open_replica_database, read_replica_keys
@@ -51,6 +50,9 @@ from hashfed.node.services.syncer import Outcome, sync_loop
 from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secret
 from hashfed.node.services.witnesspush import witness_loop
 from hashfed.node.store.db import open_database
+
+if TYPE_CHECKING:  # numpy and the index: loaded once the port is bound
+    from hashfed.node.match.bank import BankIndex
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -194,12 +196,15 @@ def replica_node(config: NodeConfig, server: ServerConfig) -> ServingNode:
 def create_replica_app(
     config: NodeConfig,
     server: ServerConfig | None = None,
-    refresh: float = REFRESH_INTERVAL,
+    refresh: float | None = None,
 ) -> web.Application:
     """Builds a read replica's app for the node configured in config (its home), with
-    its index loaded first and refreshed every refresh seconds: for tests and embedding.
+    its index loaded first and refreshed every refresh seconds (None: the default
+    interval): for tests and embedding.
     ``hashfed serve --read-only`` serves :func:`replica_node` through node/serving.py
     (bind first, readiness, admin routes, prompt stop)."""
+    from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
+
     conn = open_replica_database(config.database)
     try:
         index = BankIndex.load(
@@ -211,7 +216,7 @@ def create_replica_app(
         raise
 
     async def refreshing(_app: web.Application) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(refresh_loop(index, conn, refresh))
+        refresher = asyncio.create_task(refresh_loop(index, conn, refresh or REFRESH_INTERVAL))
         yield
         await _cancel([refresher])
 

@@ -51,7 +51,6 @@ from hashfed.node.cli.output import plural
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import start_logging
-from hashfed.node.match.bank import BankIndex, refresh_loop
 from hashfed.node.match.load import IndexLoader
 from hashfed.node.root import ServeError, ServingNode, replica_node, tls_context, writer_node
 
@@ -239,9 +238,11 @@ def on_bound(announce: Announce, origin: str, url: str) -> None:
 
 
 async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: Announce) -> None:
+    from hashfed.node.match.bank import refresh_loop  # numpy: once the port is bound
+
     started = time.monotonic()
     try:
-        index: BankIndex = await loader.load()
+        index = await loader.load()
     except Exception as exc:
         announce(f"the match index failed to load: {exc}")
         return

@@ -1,4 +1,5 @@
-"""The match indexes against brute force: exact recall, updates, bad input."""
+"""The match indexes of node/match/index.py (the C extension _mih) against brute force:
+exact recall, updates, bad input."""
 
 from __future__ import annotations
 

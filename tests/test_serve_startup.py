@@ -136,6 +136,63 @@ def _match(url: str, token: str) -> tuple[int, dict[str, str], object]:
             return exc.code, dict(exc.headers), json.load(exc)
 
 
+NOT_BEFORE_BIND = (
+    *HEAVY,
+    "numpy",
+    "pandas",
+    "PIL",
+    "pillow_heif",
+    "pydicom",
+    "hashfed.node.match.bank",
+    "hashfed.hasher.decode",
+    "hashfed.hasher.batch",
+    "hashfed.hasher.pdq",
+)
+"""What 'hashfed serve' imports only once its port is bound (the index, numpy) or not
+at all (the hasher's decoders: only uploads to the case page and 'hashfed hash')."""
+
+_AT_BIND = """
+import json, os, signal, sys
+from hashfed.node.entry import main
+
+class Watch:
+    # stdout that, at the line "serving ... on URL", reports what is imported and stops serve
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, text):
+        if text.startswith("serving "):
+            loaded = [m for m in {modules!r} if m in sys.modules]
+            os.write(self.out.fileno(), json.dumps(loaded).encode() + b"\\n")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+sys.stdout = Watch(sys.stdout)
+sys.argv = ["hashfed", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_serve_binds_before_importing_numpy_the_index_or_decoders(
+    published: Path, read_only: bool
+) -> None:
+    """The real command line in a fresh process, stopped as it says it is serving."""
+    args = ["--dir", str(published), "serve", "--port", "0"]
+    args += ["--read-only"] if read_only else []  # else it syncs too (nothing to sync)
+    code = _AT_BIND.format(modules=NOT_BEFORE_BIND)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip(), f"it never said it was serving: {done.stderr}"
+    assert json.loads(done.stdout.splitlines()[0]) == [], done.stderr
+
+
 def test_serve_announces_only_once_bound_then_gets_ready_and_stops(
     published: Path, tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""A sync process killed with SIGKILL at random points resumes and ends like a clean sync.
+"""A sync killed (SIGKILL at random points, SIGTERM to serve, a cancelled round) resumes
+and ends like a clean sync.
 
 The publisher's server runs in the test process; each sync runs in a child
 process. The child reports every staged bundle on stdout through the progress
@@ -14,10 +15,15 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
+from aiohttp import web
 from hashfed.node.home import Node
+from hashfed.node.services.syncer import SYNC_THREAD, sync_in_thread
 from hashfed.node.store import logstore
+from servehelpers import START_BOUND, start_serve
 from synchelpers import (
     Relay,
     allow,
@@ -26,6 +32,7 @@ from synchelpers import (
     checkpoint,
     env_without_proxies,
     flags,
+    is_bundle,
     make_node,
     origin_of,
     publish,
@@ -160,3 +167,84 @@ async def test_sync_killed_at_random_points_resumes(tmp_path: Path) -> None:
     assert bundles(b, P) == bundles(clean, P) == bundles(p, P)
     assert checkpoint(b, P) == checkpoint(clean, P) == checkpoint(p, P)
     assert flags(b, P) == flags(clean, P) == {}
+
+
+async def test_a_cancelled_background_round_rolls_back_in_its_own_thread(tmp_path: Path) -> None:
+    """sync_loop's rounds run in a thread: cancelling one does not wait for it, and the
+    thread's apply transaction rolls back at its next await; the staged bundles stay."""
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, 2000)  # 8 bundles
+    allow(p, a)
+    trust(a, p)
+    release, fourth = asyncio.Event(), asyncio.Event()
+    asked: list[str] = []
+
+    async def stall_from_the_fourth_bundle(request: web.Request, status: int, body: bytes) -> bytes:
+        if is_bundle(request):
+            asked.append(request.path)
+            if len(asked) >= 4:
+                fourth.set()
+                await release.wait()
+        return body
+
+    async with serve(p) as p_url:
+        relay = Relay(p_url)
+        relay.tamper = stall_from_the_fourth_bundle
+        async with relay.running() as relay_url:
+            use(a, p, relay_url)
+            round_ = asyncio.create_task(sync_in_thread(a))
+            await fourth.wait()
+            round_.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await round_
+            workers = [t for t in threading.enumerate() if t.name == SYNC_THREAD]
+            for worker in workers:
+                await asyncio.to_thread(worker.join, 120)
+            release.set()
+            assert workers and not any(t.is_alive() for t in workers)
+            size, rows, staged = state(a)
+            assert (size, rows) == (0, 0) and staged >= 1
+
+            outcome = await sync(a)
+            assert outcome.ok and outcome.result.new_size == 2000
+    assert bank(a, P) == bank(p, P)
+
+
+async def test_serve_stops_on_sigterm_in_the_middle_of_a_large_catch_up(tmp_path: Path) -> None:
+    """'hashfed serve' catching up 20,000 entries exits 0 on SIGTERM, the database sound
+    and as before (or, on a slow machine, fully synced), and the next sync completes."""
+    entries = 20_000
+    p, a = make_node(tmp_path, "p", "publisher"), make_node(tmp_path, "a")
+    publish(p, entries)
+    allow(p, a)
+    trust(a, p)
+    async with serve(p) as p_url:
+        use(a, p, p_url)
+        served = start_serve(a.config.home, "--port", "0", "--interval", "3600")
+        try:
+            deadline = asyncio.get_running_loop().time() + START_BOUND
+            while staged_count(a) < 4:  # its catch-up is under way, a bundle at a time
+                if served.proc.poll() is not None:
+                    served.fail(f"hashfed serve exited with {served.proc.returncode}")
+                if asyncio.get_running_loop().time() > deadline:
+                    served.fail("no catch-up started")
+                await asyncio.sleep(0.02)
+            served.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(served.proc.wait, START_BOUND)
+        finally:
+            if served.proc.poll() is None:
+                served.proc.kill()
+                served.proc.wait()
+        assert code == 0, served.output()
+        assert "Traceback" not in served.output()
+        (result,) = a.db.conn.execute("PRAGMA integrity_check").fetchone()
+        assert result == "ok"
+        size, rows, _ = state(a)
+        assert (size, rows) in ((0, 0), (entries, entries)), "bank and size move together"
+
+        outcome = await sync(a)
+        assert outcome.ok and outcome.result.new_size == entries
+    assert state(a) == (entries, entries, 0)
+    assert bank(a, P) == bank(p, P)
+    assert tiles(a, P) == tiles(p, P)
+    assert checkpoint(a, P) == checkpoint(p, P)

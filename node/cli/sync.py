@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from hashfed.node.cli.output import emit, iso_time, output_options
@@ -23,6 +23,9 @@ from hashfed.protocol.errors import ProtocolError
 from hashfed.protocol.policy import format_policy
 from hashfed.signing.errors import SigningError
 from hashfed.sync.engine import Progress
+
+if TYPE_CHECKING:
+    pass
 
 
 @contextlib.contextmanager

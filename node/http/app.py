@@ -23,6 +23,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from hashfed.node.config import NodeConfig, ServerConfig
@@ -39,11 +40,13 @@ from hashfed.node.http.match import IndexProvider, setup_match_api
 from hashfed.node.http.metrics import METRICS_KEY, Metrics
 from hashfed.node.http.readiness import setup_health
 from hashfed.node.http.witness import Witness, setup_witness
-from hashfed.node.match.bank import BankIndex
 from hashfed.node.readiness import Readiness
 from hashfed.node.services.casedesk import CaseDesk
 from hashfed.node.store import peers
 from hashfed.node.store.db import change_marker
+
+if TYPE_CHECKING:  # numpy and the index: loaded once the port is bound
+    from hashfed.node.match.bank import BankIndex
 from hashfed.protocol.merkle import HASH_SIZE
 from hashfed.signing.keys import Signer
 
@@ -132,7 +135,7 @@ def create_app(services: NodeServices) -> web.Application:
     setup_auth_check(app, directory.origin_of)
     if services.match_index is not None:
         index = services.match_index
-        provider = (lambda: index) if isinstance(index, BankIndex) else index
+        provider = index if callable(index) else (lambda: index)
         setup_match_api(app, provider, services.api_token, conn)
     if services.witness is not None:
         setup_witness(app, services.witness)

@@ -33,15 +33,17 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from hashfed.node.errors import NodeError
 from hashfed.node.http.auth import API_AUTH_KEY, bearer_matches, request_peer
 from hashfed.node.http.metrics import app_metrics
 from hashfed.node.http.readiness import RETRY_AFTER
-from hashfed.node.match.bank import BankIndex, parse_hash
 from hashfed.protocol.kinds import kinds
+
+if TYPE_CHECKING:  # numpy and the index: loaded after the port is bound
+    from hashfed.node.match.bank import BankIndex
 
 MATCH_PATH = "/v1/match"
 """Where platforms POST batches of hashes to match."""
@@ -55,7 +57,7 @@ MAX_BODY = 262_144
 MAX_MATCHES = 100
 """Most matches returned per hash, nearest first (``truncated`` says when more matched)."""
 
-IndexProvider = Callable[[], BankIndex | None]
+IndexProvider = Callable[[], "BankIndex | None"]
 """Returns the node's current BankIndex, or None while it is not loaded yet (503)."""
 
 INDEX_PROVIDER_KEY: web.AppKey[IndexProvider] = web.AppKey("hashfed_match_index")
@@ -158,7 +160,7 @@ def parse_batch(body: bytes) -> list[tuple[str, str, bytes]]:
         if not isinstance(text, str):
             raise BadRequest(f"hashes[{n}]: the hash must be a hex string", n)
         try:
-            raw = parse_hash(kind, text)
+            raw = registry.parse_hex(kind, text)
         except ValueError as exc:
             raise BadRequest(f"hashes[{n}]: {exc}", n) from None
         out.append((kind, raw.hex(), raw))

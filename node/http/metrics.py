@@ -32,11 +32,11 @@ import platform
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from importlib import metadata
 
 from aiohttp import web
 from hashfed.node.config import NodeConfig
 from hashfed.node.services.health import status_rows
+from hashfed.node.version import __version__
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -99,7 +99,7 @@ class Metrics:
             registry=r,
         )
         Info("hashfed_build", "The hashfed version serving.", registry=r).info(
-            {"version": _version(), "python": platform.python_version()}
+            {"version": __version__, "python": platform.python_version()}
         )
 
     def observe_request(self, route: str, method: str, status: int) -> None:
@@ -111,13 +111,6 @@ class Metrics:
     def observe_match(self, result: str, seconds: float) -> None:
         self.match_requests.labels(result).inc()
         self.match_duration.labels(result).observe(seconds)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("hashfed")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 METRICS_KEY = web.AppKey("hashfed_metrics", Metrics)

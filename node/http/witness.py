@@ -30,8 +30,8 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from aiohttp import web
 from hashfed.node.store import logstore
 from hashfed.node.store import witness as witness_store
@@ -56,6 +56,9 @@ from hashfed.signing.cosignature import CosignatureSigner
 from hashfed.signing.errors import MalformedNote, SigningError, UnverifiedNote
 from hashfed.signing.keys import parse_verifier
 from hashfed.signing.note import VerifierList, open_note, signature_line
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 WITNESS_PATH = "/witness/add-checkpoint"
 MAX_BODY = 64 * 1024

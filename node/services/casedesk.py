@@ -47,9 +47,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
 from hashfed.node.config import CasesConfig, NodeConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.services.casecrypto import (
@@ -75,6 +74,9 @@ from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import STOPNCII_FEEDBACK, Reason, Verdict
 from hashfed.protocol.validation import Policy, check_hash
 from hashfed.signing.keys import Ed25519Signer
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger("hashfed.cases")
 
@@ -296,7 +298,13 @@ class CaseDesk:
         self._log_time = 0
         self._log = OwnLog(db, signer, head_file, policy, clock=lambda: self._log_time)
         self._lock = threading.Lock()
-        self._decoy = hash_pin(secrets.token_hex(16))
+        # The decoy PIN hash an unknown number is checked against: scrypt, so it is
+        # made in a thread of its own (hashlib releases the GIL) rather than hold up
+        # 'hashfed serve' before it binds; every PIN check waits for it, so a check
+        # never costs less for an unknown number, even the first.
+        self._decoy = ""
+        self._decoy_made = threading.Event()
+        threading.Thread(target=self._make_decoy, name="hashfed-case-decoy", daemon=True).start()
         # Wrong-PIN state of every guessed number, known or not, by number digest.
         # Only the lock touches it.
         self._guard = PinGuard(
@@ -535,6 +543,18 @@ class CaseDesk:
 
     # -- internals --------------------------------------------------------------------
 
+    def _make_decoy(self) -> None:
+        try:
+            self._decoy = hash_pin(secrets.token_hex(16))
+        finally:
+            self._decoy_made.set()
+
+    def _decoy_hash(self) -> str:
+        self._decoy_made.wait()
+        if not self._decoy:  # its thread failed: make it here
+            self._decoy = hash_pin(secrets.token_hex(16))
+        return self._decoy
+
     def _authenticate(self, number: str, pin: str, client: str = "") -> str:
         """Returns the id of the case with this number and PIN, checked from client's network.
 
@@ -552,8 +572,9 @@ class CaseDesk:
                 self._guard.check(digest, client, self._clock())
             except GuessRefused as refused:
                 raise CaseLocked(refused.retry_after) from None
-        case_id, stored = (None, self._decoy) if row is None else (row.id, row.pin_hash)
-        matched = verify_pin(pin, stored) if pin else verify_pin("", self._decoy) and False
+        decoy = self._decoy_hash()
+        case_id, stored = (None, decoy) if row is None else (row.id, row.pin_hash)
+        matched = verify_pin(pin, stored) if pin else verify_pin("", decoy) and False
         ok = matched and row is not None
         with self._lock:
             self._guard.record(digest, client, self._clock(), ok)

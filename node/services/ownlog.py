@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from hashfed.node.errors import DatabaseError, ForkRefused, NodeError
 from hashfed.node.store import bank as bankstore
 from hashfed.node.store import logstore
@@ -49,6 +49,9 @@ from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, TreeBuilder, decode_bundl
 from hashfed.protocol.validation import Policy, check_feedback, check_hash, check_retraction
 from hashfed.signing.keys import Ed25519Signer
 from hashfed.signing.note import VerifierList
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 Clock = Callable[[], int]
 

@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import sqlite_utils
 from hashfed.node.config import CONFIG_FILE, NodeConfig, load_config, write_config
 from hashfed.node.errors import ForkRefused, NodeError
 from hashfed.node.home import Node, ensure_api_token, ensure_witness_key, open_node
@@ -50,6 +49,9 @@ from hashfed.signing.keys import parse_signer, parse_verifier, read_key_file
 from hashfed.signing.note import VerifierList
 from hashfed.sync.engine import ApplyPolicy, SyncResult, sync_origin
 from hashfed.sync.errors import SyncError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 MANIFEST = "backup.json"
 

@@ -1,19 +1,29 @@
-"""Sync for a node: every trusted origin, from the configured peers, once or in a loop."""
+"""Sync for a node: every trusted origin, from the configured peers, once or in a loop.
+
+The background loop of ``hashfed serve`` (:func:`sync_loop`) runs each round in a
+thread of its own (:func:`sync_in_thread`), so that a catch-up, minutes of CPU for a
+large log, never holds the serving event loop: requests and a stop signal are
+answered meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import aiohttp
 from hashfed.node.errors import NodeError
 from hashfed.node.home import Node
 from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.store import peers
+from hashfed.node.store.db import open_database
 from hashfed.node.store.syncstore import SqliteSyncStore
 from hashfed.signing.keys import parse_verifier
 from hashfed.sync.auth import SessionClient
@@ -25,6 +35,10 @@ from hashfed.sync.fetch import Fetcher, Limits
 Clock = Callable[[], int]
 log = logging.getLogger("hashfed.sync")
 ProgressFactory = Callable[[str, str], Progress | None]
+T = TypeVar("T")
+
+SYNC_THREAD = "hashfed-sync"
+"""The name of the thread a background sync round runs in."""
 
 
 @dataclass
@@ -155,6 +169,89 @@ def next_delay(
     return base * (1 + rng.uniform(-jitter, jitter))
 
 
+async def sync_in_thread(node: Node) -> list[Outcome]:
+    """Runs :func:`sync_node` once in a daemon thread, on an event loop and a database
+    connection of its own, and returns its outcomes.
+
+    Cancelling the caller cancels the round at its next await, in its own thread, and
+    does not wait for that: its apply transaction rolls back there or, if the process
+    exits first, is never committed (SQLite discards it), so the database stays as it
+    was and the staged bundles resume the catch-up next time.
+    """
+    worker = _Worker()
+
+    def run() -> list[Outcome]:
+        db = open_database(node.config.database)
+        try:
+            return worker.run(sync_node(replace(node, db=db)))
+        finally:
+            db.conn.close()
+
+    return await worker.start(run, SYNC_THREAD)
+
+
+class _Worker:
+    """One coroutine run to completion on an event loop in a daemon thread, which the
+    starting event loop awaits and may cancel (without waiting for the thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    async def start(self, fn: Callable[[], T], name: str) -> T:
+        """Runs fn (which calls :meth:`run`) in a new daemon thread; returns its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            result: T | None = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # reported to the caller, if it still waits
+                error = exc
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name=name, daemon=True).start()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs coro on a new event loop in the calling (worker) thread."""
+
+        async def main() -> T:
+            with self._lock:
+                if self._cancelled:
+                    coro.close()
+                    raise asyncio.CancelledError
+                self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+            return await coro
+
+        return asyncio.run(main())
+
+    def cancel(self) -> None:
+        """Cancels the coroutine at its next await (or before it starts)."""
+        with self._lock:
+            self._cancelled = True
+            if self._loop is not None and self._task is not None:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: it is done
+                    self._loop.call_soon_threadsafe(self._task.cancel)
+
+
 async def sync_loop(
     node: Node,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -162,14 +259,15 @@ async def sync_loop(
     rounds: int | None = None,
     on_round: Callable[[list[Outcome] | None, float], None] | None = None,
 ) -> None:
-    """Syncs in the background until cancelled (or for rounds rounds, for tests)."""
+    """Syncs in the background until cancelled (or for rounds rounds, for tests), each
+    round in a thread of its own (:func:`sync_in_thread`)."""
     config = node.config.sync
     rng = rng or random.Random()
     failures = 0
     done = 0
     while rounds is None or done < rounds:
         try:
-            outcomes: list[Outcome] | None = await sync_node(node)
+            outcomes: list[Outcome] | None = await sync_in_thread(node)
             failed = any(not o.ok for o in outcomes or [])
         except NodeError:
             outcomes, failed = None, False  # nothing to sync yet: not a failure

@@ -16,9 +16,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
-import sqlite_utils
 from hashfed.node.config import NodeConfig
 from hashfed.node.policyfile import load_policy
 from hashfed.node.store import logstore
@@ -30,6 +30,9 @@ from hashfed.protocol.tiles import TileHashReader
 from hashfed.protocol.witness import AddCheckpoint
 from hashfed.signing.errors import SigningError
 from hashfed.signing.note import VerifierList, open_note
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 MAX_ANSWER = 16 * 1024
 

@@ -28,14 +28,44 @@ committed survives a crash or power loss, and one that did not leaves no trace.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from hashfed.node.errors import DatabaseError
+
+
+def _import_without_numpy(name: str) -> ModuleType:
+    """Imports module name as if numpy and pandas were not installed (unless already imported).
+
+    sqlite_utils imports both, when installed, only to map their scalar types to
+    column types for tables it creates from Python values. The node creates its
+    tables with SQL and stores no such values, and numpy's import would cost every
+    command, and ``hashfed serve`` before it binds its port, a tenth of a second or
+    more. Called on the first import of this module, which runs before any thread
+    of ours that might import numpy (the match index's loader) is started.
+    """
+    hidden = [m for m in ("numpy", "pandas") if m not in sys.modules]
+    for module in hidden:
+        sys.modules[module] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        return importlib.import_module(name)
+    finally:
+        for module in hidden:
+            if module in sys.modules and sys.modules[module] is None:
+                del sys.modules[module]
+
+
+if TYPE_CHECKING:
+    import sqlite_utils
+else:
+    sqlite_utils = _import_without_numpy("sqlite_utils")
 
 SCHEMA_VERSION = 6
 
@@ -233,7 +263,9 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
         # Bank data is private: create the file (and so its WAL files) 0600.
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
+    # No sqlite-utils plugins: none may change the node's connection (and looking
+    # for them reads the metadata of every installed package).
+    db = sqlite_utils.Database(conn, execute_plugins=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     # Erased hashes must not linger in free pages (specs/protocol.md, erasure).

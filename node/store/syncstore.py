@@ -9,14 +9,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from hashfed.node.store import logstore
 from hashfed.node.store.db import transaction
 from hashfed.protocol.evidence import Evidence
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH
 from hashfed.sync.errors import Halted, NotFollowed, SyncError
 from hashfed.sync.store import BankAddition, LogState, Staged
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 APPLY_CACHE_KIB = -128 * 1024
 """SQLite's page cache during an apply transaction (negative: KiB, as PRAGMA cache_size takes)."""
