@@ -40,7 +40,7 @@ from hashfed.node.http.app import AdminAccess, NodeServices, create_app
 from hashfed.node.http.feedback import FeedbackAccess
 from hashfed.node.http.match import IndexProvider
 from hashfed.node.http.witness import Witness
-from hashfed.node.match.load import IndexLoader
+from hashfed.node.match.load import REFRESH_INTERVAL, IndexLoader, IndexUpdates, refresh_loop
 from hashfed.node.readiness import Readiness
 from hashfed.node.replica import open_replica_database, read_replica_keys
 from hashfed.node.services.casedesk import CaseDesk, batch_loop, open_case_desk
@@ -155,10 +155,10 @@ def writer_node(
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
         servicelog.observe_sync_round(app, outcomes)
-        index = loader.current()
+        updates = loader.updates  # None while the index loads: it reads the bank after
         for outcome in outcomes or []:
-            if index is not None and outcome.result is not None:
-                index.update_from_sync(read_db.conn, outcome.result)
+            if updates is not None and outcome.result is not None:
+                updates.apply_sync(outcome.result)
 
     loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
         lambda: witness_loop(push_db, node.config)
@@ -203,7 +203,7 @@ def create_replica_app(
     interval): for tests and embedding.
     ``hashfed serve --read-only`` serves :func:`replica_node` through node/serving.py
     (bind first, readiness, admin routes, prompt stop)."""
-    from hashfed.node.match.bank import REFRESH_INTERVAL, BankIndex, refresh_loop
+    from hashfed.node.match.bank import BankIndex
 
     conn = open_replica_database(config.database)
     try:
@@ -215,8 +215,10 @@ def create_replica_app(
         conn.close()
         raise
 
+    updates = IndexUpdates(index, config.database)
+
     async def refreshing(_app: web.Application) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(refresh_loop(index, conn, refresh or REFRESH_INTERVAL))
+        refresher = asyncio.create_task(refresh_loop(updates, refresh or REFRESH_INTERVAL))
         yield
         await _cancel([refresher])
 

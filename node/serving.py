@@ -51,7 +51,7 @@ from hashfed.node.cli.output import plural
 from hashfed.node.config import NodeConfig, ServerConfig, load_config
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import start_logging
-from hashfed.node.match.load import IndexLoader
+from hashfed.node.match.load import IndexLoader, refresh_loop
 from hashfed.node.root import ServeError, ServingNode, replica_node, tls_context, writer_node
 
 SHUTDOWN_GRACE = 1.0
@@ -238,8 +238,6 @@ def on_bound(announce: Announce, origin: str, url: str) -> None:
 
 
 async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: Announce) -> None:
-    from hashfed.node.match.bank import refresh_loop  # numpy: once the port is bound
-
     started = time.monotonic()
     try:
         index = await loader.load()
@@ -247,13 +245,15 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
         announce(f"the match index failed to load: {exc}")
         return
     index.conn = conn
-    index.refresh(conn)  # what changed while it loaded
+    updates = loader.updates
+    assert updates is not None  # set by load
+    await updates.refresh()  # what changed while it loaded
     announce(
         f"match index: {plural(len(index), 'active hash', 'active hashes')}, ready in"
         f" {time.monotonic() - started:.1f} s;"
         " POST /v1/match with keys/api.token"
     )
-    await refresh_loop(index, conn)
+    await refresh_loop(updates)
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -32,7 +32,6 @@ table and must run where its connection is used (the event loop, in the server).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -76,9 +75,6 @@ def index_for(kind: HashKind) -> MatchIndex:
 
 
 _CHUNK = 65_536  # rows fetched at a time while loading
-
-REFRESH_INTERVAL = 5.0
-"""Seconds between :func:`refresh_loop`'s checks for changes made by other processes."""
 
 
 class Hit(NamedTuple):
@@ -427,17 +423,6 @@ class BankIndex:
         return self.describe(conn, kind, self.search(kind, hashes), limit)
 
 
-async def refresh_loop(
-    index: BankIndex, conn: sqlite3.Connection, interval: float = REFRESH_INTERVAL
-) -> None:
-    """refresh_loop calls :meth:`BankIndex.refresh` every interval seconds until cancelled,
-    so that hashes published or retracted by another process (``hashfed publish`` beside
-    ``hashfed serve``) are picked up."""
-    while True:
-        await asyncio.sleep(interval)
-        index.refresh(conn)
-
-
 def feedback_counts(conn: sqlite3.Connection, origin: str, idx: int) -> dict[str, int]:
     """feedback_counts returns how many feedback records of each verdict the node holds
     about entry idx of origin, from every log it holds (zero for the others)."""
@@ -542,5 +527,4 @@ __all__ = [
     "index_for",
     "parse_hash",
     "read_bank",
-    "refresh_loop",
 ]

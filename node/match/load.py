@@ -9,12 +9,18 @@ which never holds the event loop (nor, for long, the GIL):
    that release the GIL: node/match/_mih.c).
 
 The thread is a daemon and only reads, so a stop request never waits for it.
+
+Once loaded, the index is kept current the same way (:class:`IndexUpdates`): what a
+sync round applied, and what other processes wrote (``hashfed publish`` beside
+``hashfed serve``), is read and added on a daemon thread, one change at a time, so
+neither a million-entry catch-up nor a stop request ever waits on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,10 +30,21 @@ from typing import TYPE_CHECKING, TypeVar
 from hashfed.node.readiness import Readiness
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from hashfed.node.match.bank import BankIndex, BankRows
+    from hashfed.sync.engine import SyncResult
 
 LOADER_THREAD = "hashfed-index-load"
 """The name of the daemon thread that loads the index."""
+
+UPDATE_THREAD = "hashfed-index-update"
+"""The name of the daemon threads that apply changes to a loaded index."""
+
+REFRESH_INTERVAL = 5.0
+"""Seconds between :func:`refresh_loop`'s checks for changes made by other processes."""
+
+log = logging.getLogger("hashfed.serve")
 
 T = TypeVar("T")
 
@@ -100,6 +117,8 @@ class IndexLoader:
         self.thresholds = dict(thresholds or {})
         self.default_threshold = default_threshold
         self._index: BankIndex | None = None
+        self.updates: IndexUpdates | None = None
+        """Keeps the index current once it is loaded (None until then)."""
         readiness.wait_for(self.PART, "the match index has not started loading")
 
     def current(self) -> BankIndex | None:
@@ -124,14 +143,77 @@ class IndexLoader:
             raise
         index.load_seconds = time.perf_counter() - started
         self._index = index
+        self.updates = IndexUpdates(index, self.database)
         self.readiness.ready(self.PART)
         return index
 
 
+class IndexUpdates:
+    """IndexUpdates applies changes to a loaded index off the event loop: each in a
+    daemon thread on a read-only connection of its own, one at a time and in the
+    order asked. Searches go on meanwhile (the index's own lock keeps them
+    consistent); the index is memory only, so a stop never waits for an update."""
+
+    def __init__(self, index: BankIndex, database: Path) -> None:
+        self.index = index
+        self.database = database
+        self._turn = asyncio.Lock()
+        self._queued: set[asyncio.Task[None]] = set()
+
+    async def refresh(self) -> None:
+        """refresh picks up what other processes changed since the index last looked."""
+        await self._apply(self.index.refresh)
+
+    def apply_sync(self, result: SyncResult) -> None:
+        """apply_sync queues what one sync round applied and returns at once."""
+        task = asyncio.create_task(
+            self._apply(lambda conn: self.index.update_from_sync(conn, result))
+        )
+        self._queued.add(task)
+        task.add_done_callback(self._settled)
+
+    async def settled(self) -> None:
+        """settled returns once every queued change is in the index."""
+        while self._queued:
+            await asyncio.gather(*self._queued, return_exceptions=True)
+
+    async def _apply(self, change: Callable[[sqlite3.Connection], None]) -> None:
+        async with self._turn:
+            await in_daemon_thread(lambda: _on_reader(self.database, change), UPDATE_THREAD)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._queued.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The next refresh re-reads whatever this one missed.
+            log.error("the match index missed a sync round's changes: %s", task.exception())
+
+
+def _on_reader(database: Path, change: Callable[[sqlite3.Connection], None]) -> None:
+    from hashfed.node.store.db import open_read_only
+
+    conn = open_read_only(database)
+    try:
+        change(conn)
+    finally:
+        conn.close()
+
+
+async def refresh_loop(updates: IndexUpdates, interval: float = REFRESH_INTERVAL) -> None:
+    """refresh_loop refreshes the index every interval seconds until cancelled, so that
+    hashes published or retracted by another process are picked up."""
+    while True:
+        await asyncio.sleep(interval)
+        await updates.refresh()
+
+
 __all__ = [
     "LOADER_THREAD",
+    "REFRESH_INTERVAL",
+    "UPDATE_THREAD",
     "IndexLoader",
+    "IndexUpdates",
     "build_index",
     "in_daemon_thread",
     "read_rows",
+    "refresh_loop",
 ]
