@@ -193,11 +193,11 @@ async def test_a_cancelled_background_round_rolls_back_in_its_own_thread(tmp_pat
         async with relay.running() as relay_url:
             use(a, p, relay_url)
             round_ = asyncio.create_task(sync_in_thread(a))
-            await fourth.wait()
+            await fourth.wait()  # the round's thread waits on the relay: it is alive now
+            workers = [t for t in threading.enumerate() if t.name == SYNC_THREAD]
             round_.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await round_
-            workers = [t for t in threading.enumerate() if t.name == SYNC_THREAD]
             for worker in workers:
                 await asyncio.to_thread(worker.join, 120)
             release.set()
