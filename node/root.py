@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
 from aiohttp import web
 from hashfed.node import servicelog
 from hashfed.node.config import NodeConfig, ServerConfig
@@ -51,7 +50,8 @@ from hashfed.node.services.tokens import SESSION_SECRET_FILE, load_session_secre
 from hashfed.node.services.witnesspush import witness_loop
 from hashfed.node.store.db import open_database
 
-if TYPE_CHECKING:  # numpy and the index: loaded once the port is bound
+if TYPE_CHECKING:  # sqlite_utils through store.db; numpy and the index once bound
+    import sqlite_utils
     from hashfed.node.match.bank import BankIndex
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]

@@ -247,7 +247,8 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
     index.conn = conn
     updates = loader.updates
     assert updates is not None  # set by load
-    await updates.refresh()  # what changed while it loaded
+    with contextlib.suppress(Exception):  # refresh_loop retries it, and logs why
+        await updates.refresh()  # what changed while it loaded
     announce(
         f"match index: {plural(len(index), 'active hash', 'active hashes')}, ready in"
         f" {time.monotonic() - started:.1f} s;"

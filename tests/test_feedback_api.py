@@ -21,11 +21,16 @@ from hashfed.node.config import ServerConfig
 from hashfed.node.home import Node, ensure_admin_token
 from hashfed.node.http.app import NodeServices, create_app
 from hashfed.node.http.feedback import FEEDBACK_PATH, MAX_FEEDBACK_BODY, FeedbackAccess
-from hashfed.node.services.feedback import open_feedback_desk
+from hashfed.node.services.feedback import (
+    InactiveTarget,
+    entry_target,
+    open_feedback_desk,
+    publish,
+)
 from hashfed.node.services.ownlog import NewHash
 from hashfed.node.services.syncer import sync_node
 from hashfed.node.store import logstore
-from hashfed.node.store.db import open_database
+from hashfed.node.store.db import open_database, transaction
 from hashfed.protocol.records import Feedback, Kind, Verdict, decode_record
 from hashfed.protocol.tiles import ENTRY_BUNDLE_WIDTH, decode_bundle
 from hashfed.sync.auth import SessionClient
@@ -233,3 +238,21 @@ async def test_bad_requests_get_one_line_and_change_nothing(
         status, answer = await post(url, None, token, raw=data, headers=headers)
         assert status == want and words in answer["error"], (data[:20], answer)
     assert own_records(a) == []
+
+
+async def test_a_retraction_applied_since_the_check_refuses_the_feedback(
+    partner: tuple[Node, Node, str],
+) -> None:
+    """The targets are checked again inside the append's transaction: a retraction that
+    a sync applied between the lookup and the append refuses the batch, writes nothing."""
+    a, _r, _url = partner
+    conn = a.db.conn
+    target = entry_target(conn, P, 0)  # active now
+    p_log = logstore.get_log(conn, P)
+    assert p_log is not None
+    with transaction(a.db) as tx:  # as the sync thread would, between the two
+        tx.execute("UPDATE bank SET status = 'retracted' WHERE log_id = ? AND idx = 0", (p_log.id,))
+    before = own_records(a)
+    with pytest.raises(InactiveTarget, match="retracted"):
+        publish(a.own_log(clock()), [target], Verdict.BLOCKED)
+    assert own_records(a) == before

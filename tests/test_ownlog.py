@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from hashfed.node.errors import DatabaseError, ForkRefused
 from hashfed.node.home import Node, init_node, open_node
 from hashfed.node.services.ownlog import NewHash, OwnLog
 from hashfed.node.store import logstore
+from hashfed.node.store.db import open_database
 from hashfed.protocol.checkpoint import open_checkpoint
 from hashfed.protocol.errors import InvalidRecord
 from hashfed.protocol.merkle import leaf_hash
@@ -28,7 +30,7 @@ from hashfed.protocol.records import (
     decode_record,
 )
 from hashfed.protocol.tiles import TreeBuilder
-from hashfed.protocol.validation import EMPTY_FILE_MD5
+from hashfed.protocol.validation import EMPTY_FILE_MD5, Policy
 from hashfed.signing.keys import parse_verifier
 from hashfed.signing.note import VerifierList
 
@@ -472,3 +474,34 @@ def test_bad_feedback_record_changes_nothing(node: Node, index: int, tags: tuple
     with pytest.raises(ValueError):
         log.feedback(OTHER, index, Verdict.BLOCKED, tags)
     assert snapshot(node) == before
+
+
+def test_writers_on_their_own_connections_keep_signed_head_in_step(node: Node) -> None:
+    """The case desk, the feedback desk (each an OwnLog on a connection of its own) and
+    'hashfed publish' may append at once: the append lock keeps signed-head at the
+    newest checkpoint, never an older one, and no append fails on the head file."""
+    databases = [open_database(node.config.database) for _ in range(3)]
+    writers = [OwnLog(db, node.signer, node.config.signed_head, Policy()) for db in databases]
+    errors: list[BaseException] = []
+    rounds = 40
+
+    def append(log: OwnLog, seed: int) -> None:
+        try:
+            for n in range(rounds):
+                log.publish([md5(1000 * seed + n)])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=append, args=(log, seed)) for seed, log in enumerate(writers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for db in databases:
+        db.conn.close()
+    assert not errors, errors
+    held = logstore.get_log(node.db.conn, node.config.origin)
+    assert held is not None and held.size == rounds * len(writers)
+    assert node.config.signed_head.read_text() == held.checkpoint

@@ -30,6 +30,7 @@ async def test_a_publisher_serves_the_case_desk_and_closes_its_connections(
     built = writer_node(node, ServerConfig(), sync=False)
     paths = _paths(built)
     assert {"/v1/cases", "/witness/add-checkpoint", "/metrics", "/v1/match"} <= paths
+    assert "/v1/feedback" in paths
     await _run_and_stop(built)
     with pytest.raises(sqlite3.ProgrammingError):
         built.conn.execute("SELECT 1")
@@ -41,7 +42,7 @@ async def test_a_partner_has_no_case_desk(tmp_path: Path) -> None:
     node = make_node(tmp_path, "a")
     built = writer_node(node, ServerConfig(), sync=False)
     paths = _paths(built)
-    assert "/witness/add-checkpoint" in paths and "/v1/cases" not in paths
+    assert {"/witness/add-checkpoint", "/v1/feedback"} <= paths and "/v1/cases" not in paths
     await _run_and_stop(built)
 
 
@@ -50,7 +51,7 @@ async def test_a_replica_serves_nothing_that_writes(tmp_path: Path) -> None:
     built = replica_node(p.config, ServerConfig())
     paths = _paths(built)
     assert "/v1/match" in paths and "/metrics" in paths
-    assert not paths & {"/witness/add-checkpoint", "/v1/cases"}
+    assert not paths & {"/witness/add-checkpoint", "/v1/cases", "/v1/feedback"}
     await _run_and_stop(built)
     with pytest.raises(sqlite3.ProgrammingError):
         built.conn.execute("SELECT 1")

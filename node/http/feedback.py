@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,8 @@ async def post_feedback(request: web.Request) -> web.Response:
         return json_error(_STATUS.get(type(exc), 400), str(exc))
     except NodeError as exc:  # the own log cannot be appended to (ForkRefused, ...)
         return json_error(503, f"this node cannot append to its own log: {exc}")
+    except sqlite3.OperationalError:  # the database stayed locked (a long sync applying)
+        return json_error(503, "the node's database is busy; retry shortly", {"Retry-After": "5"})
     return web.json_response(_answer(published), status=201, headers={"Cache-Control": "no-store"})
 
 

@@ -47,15 +47,14 @@ was removed.
 
 Threads and the event loop
 --------------------------
-Every method is synchronous and short (searches take microseconds; a compaction
-at a million entries takes about 0.1-0.2 s), so in the node's single event loop
-calling them directly from handlers and from the sync task is safe: calls never
-interleave. Beyond that, searches take no lock and work on a snapshot of the
-segments, and the C loops release the GIL, so searches may also run in worker
-threads (``asyncio.to_thread``) concurrently with each other and with one update
-at a time; updates serialise on an internal lock. A search that overlaps a
-``remove`` may or may not see that removal; every search that starts after
-``remove`` returned does not match the removed ids.
+Every method is synchronous. ``hashfed serve`` runs neither searches nor updates on
+its event loop: searches run in worker threads (``asyncio.to_thread``), updates in
+the index updater's daemon thread (node/match/load.py). Searches take no lock and work
+on a snapshot of the segments, and the C loops release the GIL, so searches run
+concurrently with each other and with one update at a time; updates serialise on
+an internal lock. A search that overlaps a ``remove`` may or may not see that
+removal; every search that starts after ``remove`` returned does not match the
+removed ids.
 """
 
 from __future__ import annotations

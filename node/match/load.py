@@ -203,7 +203,10 @@ async def refresh_loop(updates: IndexUpdates, interval: float = REFRESH_INTERVAL
     hashes published or retracted by another process are picked up."""
     while True:
         await asyncio.sleep(interval)
-        await updates.refresh()
+        try:
+            await updates.refresh()
+        except Exception as exc:  # e.g. the database busy past its timeout: next time
+            log.error("the match index could not refresh (%s); retrying", exc)
 
 
 __all__ = [

@@ -19,8 +19,8 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from hashfed.node.config import NodeConfig
 from hashfed.node.errors import NodeError
 from hashfed.node.services.ownlog import Clock, OwnLog, system_clock
@@ -31,6 +31,9 @@ from hashfed.protocol.kinds import kinds
 from hashfed.protocol.records import MAX_TAG_LENGTH, MAX_TAGS, Verdict
 from hashfed.protocol.validation import Policy
 from hashfed.signing.keys import Ed25519Signer
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class FeedbackRefused(NodeError):
@@ -146,9 +149,18 @@ def hash_targets(
 def publish(
     own_log: OwnLog, targets: Sequence[Target], verdict: Verdict, tags: Sequence[str] = ()
 ) -> Published:
-    """Appends one feedback record per target to the own log, in one batch."""
+    """Appends one feedback record per target to the own log, in one batch. Each target
+    is checked again inside the append's transaction: a retraction synced since it was
+    found refuses the whole batch (InactiveTarget) and nothing is written."""
+
+    def still_active(conn: sqlite3.Connection, _result: object) -> None:
+        for target in targets:
+            entry_target(conn, target.origin, target.index)
+
     try:
-        result = own_log.feedback_many([(t.origin, t.index) for t in targets], verdict, tags)
+        result = own_log.feedback_many(
+            [(t.origin, t.index) for t in targets], verdict, tags, then=still_active
+        )
     except ProtocolError as exc:
         raise InvalidFeedback(str(exc)) from None
     return Published(own_log.origin, result.first_index, tuple(targets), verdict, tuple(tags))

@@ -15,10 +15,12 @@ later one. If it does not, it refuses and says how to recover.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,10 +201,15 @@ class OwnLog:
         return self.feedback_many([(origin, index)], verdict, tags)
 
     def feedback_many(
-        self, targets: Sequence[tuple[str, int]], verdict: Verdict, tags: Sequence[str] = ()
+        self,
+        targets: Sequence[tuple[str, int]],
+        verdict: Verdict,
+        tags: Sequence[str] = (),
+        then: Then | None = None,
     ) -> AppendResult:
         """Appends one feedback record per (origin, index) target, all in one batch:
-        every record is checked before anything is written."""
+        every record is checked before anything is written; then, if given, runs inside
+        the append's transaction (raising there writes nothing)."""
         if not targets:
             raise InvalidRecord("no feedback to publish: no entries given")
         now = self._clock()
@@ -215,25 +222,26 @@ class OwnLog:
             decode_record(entry)  # the same shape checks a receiver runs (tags, index range)
             batch.entries.append(entry)
             batch.feedback_rows.append((origin, index, verdict.value, ",".join(tags), now))
-        return self._append(batch)
+        return self._append(batch, then=then)
 
     # -- the append path ------------------------------------------------------------
 
     def _append(
         self, batch: _Batch, retractions: Sequence[Retraction] = (), then: Then | None = None
     ) -> AppendResult:
-        try:
-            with transaction(self._db) as conn:
-                result = self._append_in(conn, batch, retractions)
-                if then is not None:
-                    then(conn, result)
-        except BaseException:
-            self._builder = None
-            self._tail = []
-            raise
-        # After the commit: a crash here leaves signed-head one batch behind the
-        # database, which _check_head accepts; it never runs ahead of it.
-        write_signed_head(self._head_file, result.note)
+        with head_lock(self._head_file):
+            try:
+                with transaction(self._db) as conn:
+                    result = self._append_in(conn, batch, retractions)
+                    if then is not None:
+                        then(conn, result)
+            except BaseException:
+                self._builder = None
+                self._tail = []
+                raise
+            # After the commit: a crash here leaves signed-head one batch behind the
+            # database, which _check_head accepts; it never runs ahead of it.
+            write_signed_head(self._head_file, result.note)
         return result
 
     def _append_in(
@@ -340,6 +348,24 @@ class OwnLog:
                 "Restore the newest backup of the database, or re-sync this log from a partner "
                 "that mirrors it; do not delete the signed-head file"
             )
+
+
+@contextmanager
+def head_lock(head_file: Path) -> Iterator[None]:
+    """Holds the own log's append lock (an exclusive flock on ``signed-head.lock``) from
+    an append's transaction to its signed-head write.
+
+    Several writers may append to one own log: the case desk and the feedback desk
+    inside 'hashfed serve', and 'hashfed publish' beside it. SQLite orders their
+    commits, but not the signed-head writes that follow them; without this lock a
+    slower writer could put an older head over a newer one, or two could share the
+    temporary file."""
+    fd = os.open(head_file.with_name(head_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_signed_head(path: Path, note: str) -> None:

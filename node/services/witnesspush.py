@@ -58,7 +58,17 @@ def log_signed_note(note: str, origin: str) -> str:
     return text + "\n" + "".join(line for line in lines if line.split(" ", 2)[1] == origin)
 
 
-def _set_witness_size(db: sqlite_utils.Database, name: str, size: int) -> None:
+async def _set_witness_size(
+    db: sqlite_utils.Database, name: str, size: int, turn: asyncio.Lock
+) -> None:
+    # In a worker thread: a sync applying in its own thread may hold the write lock
+    # for a while, and waiting for it must never hold the event loop. One at a time:
+    # the witnesses of a round share db.
+    async with turn:
+        await asyncio.to_thread(_write_witness_size, db, name, size)
+
+
+def _write_witness_size(db: sqlite_utils.Database, name: str, size: int) -> None:
     with transaction(db) as conn:
         witness_store.set_pushed_size(conn, name, size)
 
@@ -70,6 +80,7 @@ async def _push_one(
     note: str,
     witness: PolicyWitness,
     timeout: aiohttp.ClientTimeout,
+    turn: asyncio.Lock,
 ) -> str:
     """Returns the witness's verified cosignature line, or raises RuntimeError saying why."""
     conn = db.conn
@@ -89,7 +100,7 @@ async def _push_one(
             answer = (await response.content.read(MAX_ANSWER)).decode("utf-8", "replace")
             if response.status == 409 and answer.strip().isdigit():
                 old = int(answer.strip())
-                _set_witness_size(db, witness.name, old)
+                await _set_witness_size(db, witness.name, old, turn)
                 continue
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {answer.strip()[:200]}")
@@ -100,7 +111,7 @@ async def _push_one(
         lines = [s.line() for s in opened.sigs if s.name == witness.verifier.name]
         if not lines:
             raise RuntimeError("it answered no cosignature by its key")
-        _set_witness_size(db, witness.name, log.size)
+        await _set_witness_size(db, witness.name, log.size, turn)
         return lines[0]
     raise RuntimeError("it kept answering 409")
 
@@ -116,9 +127,10 @@ async def push_checkpoint(
     report = PushReport(log.size)
     witnesses = [w for w in policy.witnesses if w.url]
     client_timeout = aiohttp.ClientTimeout(total=timeout)
+    turn = asyncio.Lock()
     async with aiohttp.ClientSession() as session:
         answers = await asyncio.gather(
-            *(_push_one(session, db, log, note, w, client_timeout) for w in witnesses),
+            *(_push_one(session, db, log, note, w, client_timeout, turn) for w in witnesses),
             return_exceptions=True,
         )
     lines = []
@@ -129,26 +141,34 @@ async def push_checkpoint(
         else:
             report.errors[witness.name] = str(answer) or type(answer).__name__
     if lines:
-        with transaction(db) as conn:
-            current = logstore.get_log(conn, origin)
-            if (
-                current is not None
-                and current.checkpoint is not None
-                and (current.size, current.root) == (log.size, log.root)
-            ):
-                # Keep the cosignatures of witnesses that did not answer this round
-                # (one timing out must not drop the checkpoint below a quorum); replace
-                # those that did, whose new lines carry newer timestamps.
-                answered = {line.split(" ", 2)[1] for line in lines}
-                _, held = split_note(current.checkpoint)
-                kept = [
-                    line
-                    for line in held
-                    if line.split(" ", 2)[1] != origin and line.split(" ", 2)[1] not in answered
-                ]
-                cosigned = note + "".join(kept) + "".join(lines)
-                witness_store.store_cosigned_checkpoint(conn, log.id, cosigned)
+        await asyncio.to_thread(_store_cosignatures, db, origin, log, note, lines)
     return report
+
+
+def _store_cosignatures(
+    db: sqlite_utils.Database, origin: str, log: logstore.LogRow, note: str, lines: list[str]
+) -> None:
+    """Stores the cosignature lines with the checkpoint they cosign, if it is still the
+    log's latest (in a worker thread: see _set_witness_size)."""
+    with transaction(db) as conn:
+        current = logstore.get_log(conn, origin)
+        if (
+            current is not None
+            and current.checkpoint is not None
+            and (current.size, current.root) == (log.size, log.root)
+        ):
+            # Keep the cosignatures of witnesses that did not answer this round
+            # (one timing out must not drop the checkpoint below a quorum); replace
+            # those that did, whose new lines carry newer timestamps.
+            answered = {line.split(" ", 2)[1] for line in lines}
+            _, held = split_note(current.checkpoint)
+            kept = [
+                line
+                for line in held
+                if line.split(" ", 2)[1] != origin and line.split(" ", 2)[1] not in answered
+            ]
+            cosigned = note + "".join(kept) + "".join(lines)
+            witness_store.store_cosigned_checkpoint(conn, log.id, cosigned)
 
 
 log = logging.getLogger("hashfed.witness")
