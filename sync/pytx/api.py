@@ -31,6 +31,7 @@ import logging
 import re
 import time
 import typing as t
+import urllib.parse
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
@@ -357,7 +358,7 @@ class HashfedSignalExchangeAPI(
         token = _admin_token(type(self))
         with asyncio.Runner() as runner:
             status, answer = runner.run(_post_json(url, token, body))
-        if status != 201:
+        if status != 201 or not isinstance(answer, dict):
             error = answer.get("error") if isinstance(answer, dict) else None
             reason = str(error or answer)[:300]
             raise HashfedFeedbackFailed(
@@ -380,6 +381,8 @@ OPINION_VERDICTS: t.Dict[state.SignalOpinionCategory, str] = {
 fits the collaboration (blocked, as pytx's StopNCII exchange reads Blocked), the hash
 gives false positives, or the match awaits review."""
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 FEEDBACK_TIMEOUT = 60.0
 """Seconds report_opinion waits for the node's answer."""
 
@@ -389,6 +392,14 @@ def _feedback_url(collab: HashfedCollabConfig) -> str:
     if not re.fullmatch(r"https?://\S+", base, re.IGNORECASE):
         raise HashfedConfigError(
             f"hashfed collab {collab.name}: feedback_node {base!r:.200} is not an http(s) URL"
+        )
+    parsed = urllib.parse.urlsplit(base)
+    if parsed.scheme.lower() == "http" and parsed.hostname not in _LOOPBACK:
+        # The admin token also opens the node's metrics and status: never in clear text.
+        raise HashfedConfigError(
+            f"hashfed collab {collab.name}: feedback_node {base!r:.200} would carry the node's "
+            "admin token in clear text; use https, or http to this machine (127.0.0.1, ::1, "
+            "localhost)"
         )
     return base.rstrip("/") + FEEDBACK_PATH
 
@@ -406,7 +417,7 @@ async def _post_json(url: str, token: str, body: t.Dict[str, t.Any]) -> t.Tuple[
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, json=body, headers=headers) as response,
+            session.post(url, json=body, headers=headers, allow_redirects=False) as response,
         ):
             try:
                 return response.status, await response.json(content_type=None)

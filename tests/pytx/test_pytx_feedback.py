@@ -163,6 +163,9 @@ def test_without_a_feedback_node_it_says_it_cannot(
     assert "TX_HASHFED_ADMIN_TOKEN" in str(raised.value)
     with pytest.raises(HashfedConfigError, match="not an http"):
         HashfedSignalExchangeAPI(dataclasses.replace(partner.collab, feedback_node="node:8470"))
+    remote = "http://node.example:8470"  # the admin token must not cross a network in clear
+    with pytest.raises(HashfedConfigError, match="clear text"):
+        HashfedSignalExchangeAPI(dataclasses.replace(partner.collab, feedback_node=remote))
     HashfedNodeToken.clear_default()
     api = HashfedSignalExchangeAPI(partner.collab)
     with pytest.raises(SignalExchangeAPIMissingAuthException) as missing:
