@@ -301,10 +301,13 @@ class CaseDesk:
         # The decoy PIN hash an unknown number is checked against: scrypt, so it is
         # made in a thread of its own (hashlib releases the GIL) rather than hold up
         # 'hashfed serve' before it binds; every PIN check waits for it, so a check
-        # never costs less for an unknown number, even the first.
+        # never costs less for an unknown number, even the first. Not a daemon: the
+        # interpreter's exit waits for it (a fraction of a second) rather than tear
+        # down under a thread that is inside the C code of scrypt ('hashfed cases list'
+        # died of SIGSEGV that way); 'hashfed serve' ends with os._exit, which does not.
         self._decoy = ""
         self._decoy_made = threading.Event()
-        threading.Thread(target=self._make_decoy, name="hashfed-case-decoy", daemon=True).start()
+        threading.Thread(target=self._make_decoy, name="hashfed-case-decoy").start()
         # Wrong-PIN state of every guessed number, known or not, by number digest.
         # Only the lock touches it.
         self._guard = PinGuard(
