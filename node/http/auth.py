@@ -14,9 +14,8 @@ the node's session secret and bound to its origin, so every ``serve`` process
 of the node (the writer and its read replicas) verifies a token any of them
 issued, with no shared memory. The peer is looked up by the token's key id
 among the peers configured *now*, so removing or re-keying a peer ends its
-tokens at once. Tokens and keys are never logged; aiohttp's default access log
-format (:data:`ACCESS_LOG_FORMAT`) records no request header but Referer and
-User-Agent.
+tokens at once. Tokens and keys are never logged (the access log,
+node/http/accesslog.py, records no request header).
 
 The server wires it in with::
 
@@ -82,9 +81,6 @@ MAX_NONCES = 100_000
 
 MAX_TOKEN_LENGTH = 128
 """Longest bearer token looked up (ours are 43 characters)."""
-
-ACCESS_LOG_FORMAT = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i" %Tf'
-"""An access log format for run_app that logs no credentials (no Authorization header)."""
 
 
 class AuthError(NodeError):

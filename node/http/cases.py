@@ -23,7 +23,6 @@ stored), and sends the optional email in the background after the answer.
 The case number travels in the URL path, so ``hashfed serve``'s access log
 (node/http/accesslog.py) names routes, never paths; a reverse proxy in front of the
 node must not log paths under ``/v1/cases/`` either (see the README).
-:class:`RedactingAccessLogger` is kept for apps run with aiohttp's own access log.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import ipaddress
 import json
 import logging
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -42,11 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_log import AccessLogger
 from hashfed.hasher.formats import sniff_format
 from hashfed.node.config import CasesConfig
-from hashfed.node.http.casepage import is_page_path
 from hashfed.node.http.metrics import app_metrics
 from hashfed.node.http.reqtimeout import own_timeout, request_timeout
 from hashfed.node.services.casecrypto import InvalidCase
@@ -515,44 +510,3 @@ def setup_case_api(
     app.router.add_route("PUT", number, no_new_hashes)
     app.router.add_route("PATCH", number, no_new_hashes)
     return api
-
-
-_CASE_PATH = re.compile(r"(/v1/cases/)[^/?\s]+([^?\s]*)(\?\S*)?")
-
-
-def redact_case_path(line: str) -> str:
-    """Returns a request line with any case number (and query string) under /v1/cases/ hidden."""
-    return _CASE_PATH.sub(r"\1<case>\2", line)
-
-
-def is_case_path(path: str) -> bool:
-    """Says whether path is the case desk's (/v1/cases or below it)."""
-    return path == CASES_PATH or path.startswith(CASES_PATH + "/")
-
-
-class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access logger, with case numbers replaced by ``<case>`` in the request line.
-
-    For requests to the case desk it also writes ``-`` for the client's address
-    (``%a``) and for every request header (``%{...}i``: User-Agent, Referer,
-    X-Forwarded-For): a case desk request leaves no trace of who made it.
-    """
-
-    def _format_line(self, request: Any, response: Any, time: float) -> Any:
-        private = request is not None and (
-            is_case_path(str(request.path)) or is_page_path(str(request.path))
-        )
-        out = []
-        for key, value in super()._format_line(request, response, time):
-            if key == "first_request_line":
-                value = redact_case_path(value)
-            elif private and (
-                key == "remote_address" or (isinstance(key, tuple) and key[0] == "request_header")
-            ):
-                value = "-"
-            out.append((key, value))
-        return out
-
-
-ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
-"""An access_log_class for run_app, for apps that use aiohttp's access log."""
