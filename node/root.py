@@ -114,13 +114,15 @@ def writer_node(
     config enables, the witness push loop, the sync loop (unless not sync), the export
     loop (with export_dir) and, on a publisher, the case desk's batches."""
     config = node.config
-    read_db = open_database(config.database)
-    witness_db = open_database(config.database)  # the witness endpoint's, in worker threads
-    push_db = open_database(config.database)  # pushing the own checkpoint to witnesses
-    databases = (read_db, witness_db, push_db)
+    opened: list[sqlite_utils.Database] = []
     desk: CaseDesk | None = None
     feedback: FeedbackDesk | None = None
     try:
+        # The app's reads; the witness endpoint's (in worker threads); pushing the own
+        # checkpoint to witnesses.
+        for _ in range(3):
+            opened.append(open_database(config.database))
+        read_db, witness_db, push_db = opened
         loader = index_loader(config)
         feedback = open_feedback_desk(config, node.signer)  # a connection of its own
         admin = (
@@ -144,11 +146,12 @@ def writer_node(
         )
         app = create_app(services)
     except BaseException:
-        for opened in (desk, feedback):
-            if opened is not None:
-                opened.close()
-        _close(databases)
+        for service in (desk, feedback):
+            if service is not None:
+                service.close()
+        _close(tuple(opened))
         raise
+    databases = (read_db, witness_db, push_db)
     bound = asyncio.Event()
     # First: the node and its connections close after everything else has stopped.
     app.cleanup_ctx.insert(0, _closing(node, databases, feedback))
@@ -220,7 +223,7 @@ def create_replica_app(
     async def refreshing(_app: web.Application) -> AsyncIterator[None]:
         refresher = asyncio.create_task(refresh_loop(updates, refresh or REFRESH_INTERVAL))
         yield
-        await _cancel([refresher])
+        await cancel_tasks([refresher])
 
     app.cleanup_ctx.append(refreshing)
     return app
@@ -283,7 +286,7 @@ def _running(
     async def running(_app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_once(bound, loop())) for loop in loops]
         yield
-        await _cancel(tasks)
+        await cancel_tasks(tasks)
 
     return running
 
@@ -294,7 +297,7 @@ def _case_batches(desk: CaseDesk) -> CleanupContext:
     async def batches(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(batch_loop(desk, desk.config.batch_interval))
         yield
-        await _cancel([task])
+        await cancel_tasks([task])
         desk.close()
 
     return batches
@@ -310,7 +313,7 @@ async def _once(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     await work
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
     """Cancels tasks and waits until each has stopped."""
     for task in tasks:
         task.cancel()
@@ -322,6 +325,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 __all__ = [
     "ServeError",
     "ServingNode",
+    "cancel_tasks",
     "create_replica_app",
     "index_loader",
     "replica_node",

@@ -52,7 +52,14 @@ from hashfed.node.config import NodeConfig, ServerConfig, load_config
 from hashfed.node.home import Node, open_node
 from hashfed.node.logsetup import start_logging
 from hashfed.node.match.load import IndexLoader, refresh_loop
-from hashfed.node.root import ServeError, ServingNode, replica_node, tls_context, writer_node
+from hashfed.node.root import (
+    ServeError,
+    ServingNode,
+    cancel_tasks,
+    replica_node,
+    tls_context,
+    writer_node,
+)
 
 SHUTDOWN_GRACE = 1.0
 """Seconds requests in flight may take to finish once a stop is requested."""
@@ -226,7 +233,7 @@ async def _run(
         await servicelog.stopping(config.origin)
     finally:
         if matching is not None:
-            await _cancel([matching])
+            await cancel_tasks([matching])
         await runner.cleanup()
 
 
@@ -255,14 +262,6 @@ async def _match_index(loader: IndexLoader, conn: sqlite3.Connection, announce: 
         " POST /v1/match with keys/api.token"
     )
     await refresh_loop(updates)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 __all__ = ["SHUTDOWN_GRACE", "ServeError", "ServeOptions", "exit_now", "on_bound", "serve"]
