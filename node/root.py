@@ -158,10 +158,9 @@ def writer_node(
 
     def after_round(outcomes: list[Outcome] | None, _delay: float) -> None:
         servicelog.observe_sync_round(app, outcomes)
-        updates = loader.updates  # None while the index loads: it reads the bank after
         for outcome in outcomes or []:
-            if updates is not None and outcome.result is not None:
-                updates.apply_sync(outcome.result)
+            if outcome.result is not None:
+                loader.apply_sync(outcome.result)
 
     loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
         lambda: witness_loop(push_db, node.config)

@@ -119,7 +119,18 @@ class IndexLoader:
         self._index: BankIndex | None = None
         self.updates: IndexUpdates | None = None
         """Keeps the index current once it is loaded (None until then)."""
+        self._early: list[SyncResult] = []
         readiness.wait_for(self.PART, "the match index has not started loading")
+
+    def apply_sync(self, result: SyncResult) -> None:
+        """apply_sync brings the index up to date with one sync round's result, now if
+        it is loaded, else as soon as it is: the bank it reads may already hold the
+        new entries, but not content that arrived late for older ones (refills),
+        which only the result names. Applying a result twice changes nothing."""
+        if self.updates is None:
+            self._early.append(result)
+        else:
+            self.updates.apply_sync(result)
 
     def current(self) -> BankIndex | None:
         """current returns the loaded index, or None while it loads."""
@@ -144,6 +155,9 @@ class IndexLoader:
         index.load_seconds = time.perf_counter() - started
         self._index = index
         self.updates = IndexUpdates(index, self.database)
+        for result in self._early:  # rounds that ended while the index loaded
+            self.updates.apply_sync(result)
+        self._early.clear()
         self.readiness.ready(self.PART)
         return index
 
