@@ -100,7 +100,7 @@ def build_index(rows: BankRows, thresholds: Mapping[str, int], default_threshold
 
 class IndexLoader:
     """IndexLoader loads a node's match index off the event loop and reports its
-    progress in a :class:`~hashfed.node.http.readiness.Readiness` (part ``"index"``)."""
+    progress in a :class:`~hashfed.node.readiness.Readiness` (part ``"index"``)."""
 
     PART = "index"
 
@@ -198,7 +198,8 @@ class IndexUpdates:
     def _settled(self, task: asyncio.Task[None]) -> None:
         self._queued.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # The next refresh re-reads whatever this one missed.
+            # The periodic refresh picks up the new entries and retractions it missed
+            # (not content that arrived late for older ones: that waits for a restart).
             log.error("the match index missed a sync round's changes: %s", task.exception())
 
 
