@@ -19,15 +19,14 @@ neither a million-entry catch-up nor a stop request ever waits on the event loop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from hashfed.node.readiness import Readiness
+from hashfed.node.threads import in_daemon_thread
 
 if TYPE_CHECKING:
     import sqlite3
@@ -45,37 +44,6 @@ REFRESH_INTERVAL = 5.0
 """Seconds between :func:`refresh_loop`'s checks for changes made by other processes."""
 
 log = logging.getLogger("hashfed.serve")
-
-T = TypeVar("T")
-
-
-async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
-    """in_daemon_thread runs fn in a new daemon thread and returns its result. Unlike
-    ``asyncio.to_thread``, neither the event loop's shutdown nor the interpreter's exit
-    waits for the thread: use it only for work that may be abandoned (reads)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = fn()
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return await future
 
 
 def read_rows(database: Path) -> BankRows:
@@ -231,7 +199,6 @@ __all__ = [
     "IndexLoader",
     "IndexUpdates",
     "build_index",
-    "in_daemon_thread",
     "read_rows",
     "refresh_loop",
 ]

@@ -25,6 +25,7 @@ from hashfed.node.policyfile import load_policy, quorum_check
 from hashfed.node.store import peers
 from hashfed.node.store.db import open_database
 from hashfed.node.store.syncstore import SqliteSyncStore
+from hashfed.node.threads import in_daemon_thread
 from hashfed.signing.keys import parse_verifier
 from hashfed.sync.auth import SessionClient
 from hashfed.sync.engine import ApplyPolicy, Progress, SyncResult, sync_origin
@@ -202,30 +203,8 @@ class _Worker:
 
     async def start(self, fn: Callable[[], T], name: str) -> T:
         """Runs fn (which calls :meth:`run`) in a new daemon thread; returns its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-        def work() -> None:
-            result: T | None = None
-            error: BaseException | None = None
-            try:
-                result = fn()
-            except BaseException as exc:  # reported to the caller, if it still waits
-                error = exc
-            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
-                loop.call_soon_threadsafe(settle, result, error)
-
-        threading.Thread(target=work, name=name, daemon=True).start()
         try:
-            return await future
+            return await in_daemon_thread(fn, name)
         except asyncio.CancelledError:
             self.cancel()
             raise
